@@ -1,0 +1,139 @@
+//! Tenants: each [`App`] carries its credentials and limits; the [`AppRegistry`] finds an app by
+//! key (WebSocket path) or by id (HTTP API path).
+//!
+//! The registry is immutable after start-up and shared read-only by every shard. The only
+//! mutable part of an app is its node-wide connection counter, an atomic touched once per
+//! connection open and close (never per message).
+
+use crate::config::{AppConfig, Config};
+use ahash::AHashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+/// One tenant of the server.
+#[derive(Debug)]
+pub struct App {
+    /// Position in the registry; a compact handle used in channel-table keys.
+    pub index: u32,
+    /// Credentials, switches and limits as configured.
+    pub config: AppConfig,
+    /// Connections currently open on this node.
+    connections: AtomicU64,
+}
+
+impl App {
+    /// Numeric app id (as text).
+    pub fn id(&self) -> &str {
+        &self.config.id
+    }
+
+    /// Public key.
+    pub fn key(&self) -> &str {
+        &self.config.key
+    }
+
+    /// Secret used for HMAC signatures.
+    pub fn secret(&self) -> &str {
+        &self.config.secret
+    }
+
+    /// Reserves a connection slot; `false` when the app is at its connection limit.
+    pub fn try_acquire_connection(&self) -> bool {
+        let limit = self.config.max_connections.unwrap_or(u64::MAX);
+        self.connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < limit).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    /// Releases a slot taken by [`App::try_acquire_connection`].
+    pub fn release_connection(&self) {
+        self.connections.fetch_sub(1, Ordering::AcqRel);
+    }
+
+    /// Connections currently open on this node.
+    pub fn connection_count(&self) -> u64 {
+        self.connections.load(Ordering::Acquire)
+    }
+}
+
+/// All apps of the node, looked up by key or id.
+#[derive(Debug)]
+pub struct AppRegistry {
+    apps: Vec<Arc<App>>,
+    by_key: AHashMap<String, u32>,
+    by_id: AHashMap<String, u32>,
+}
+
+impl AppRegistry {
+    /// Builds the registry from a validated configuration.
+    pub fn new(config: &Config) -> Self {
+        let apps: Vec<Arc<App>> = config
+            .apps
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                Arc::new(App {
+                    index: i as u32,
+                    config: c.clone(),
+                    connections: AtomicU64::new(0),
+                })
+            })
+            .collect();
+        let by_key = apps
+            .iter()
+            .map(|a| (a.config.key.clone(), a.index))
+            .collect();
+        let by_id = apps
+            .iter()
+            .map(|a| (a.config.id.clone(), a.index))
+            .collect();
+        AppRegistry {
+            apps,
+            by_key,
+            by_id,
+        }
+    }
+
+    /// The app with this public key.
+    pub fn by_key(&self, key: &str) -> Option<&Arc<App>> {
+        self.by_key.get(key).map(|&i| &self.apps[i as usize])
+    }
+
+    /// The app with this id.
+    pub fn by_id(&self, id: &str) -> Option<&Arc<App>> {
+        self.by_id.get(id).map(|&i| &self.apps[i as usize])
+    }
+
+    /// The app at this registry index.
+    pub fn by_index(&self, index: u32) -> &Arc<App> {
+        &self.apps[index as usize]
+    }
+
+    /// Every app, in configuration order.
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
+        self.apps.iter()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_limit_is_enforced_and_released() {
+        let mut config = Config::embedded_default();
+        config.apps[0].max_connections = Some(2);
+        let registry = AppRegistry::new(&config);
+        let app = registry.by_key("app-key").unwrap();
+        assert!(app.try_acquire_connection());
+        assert!(app.try_acquire_connection());
+        assert!(!app.try_acquire_connection());
+        app.release_connection();
+        assert!(app.try_acquire_connection());
+        assert_eq!(app.connection_count(), 2);
+        assert!(registry.by_id("1").is_some());
+        assert!(registry.by_key("nope").is_none());
+    }
+}

@@ -1,0 +1,122 @@
+//! Signatures: HMAC-SHA256 over the exact strings PROTOCOL.md §4 and §5 define, checked in
+//! constant time. Channel auth strings have the form `"<app key>:<lower-hex HMAC>"`.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+type HmacSha256 = Hmac<Sha256>;
+
+fn mac(secret: &str, message: &[u8]) -> HmacSha256 {
+    let mut mac =
+        HmacSha256::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(message);
+    mac
+}
+
+/// Lower-hex HMAC-SHA256 of `message` under `secret`.
+pub fn sign(secret: &str, message: &str) -> String {
+    hex::encode(mac(secret, message.as_bytes()).finalize().into_bytes())
+}
+
+/// Whether `signature_hex` is the HMAC of `message`, compared in constant time.
+pub fn verify_hex(secret: &str, message: &str, signature_hex: &str) -> bool {
+    let Ok(signature) = hex::decode(signature_hex) else {
+        return false;
+    };
+    mac(secret, message.as_bytes())
+        .verify_slice(&signature)
+        .is_ok()
+}
+
+/// The string signed for a channel subscription: `socket_id:channel[:channel_data]`.
+pub fn channel_string_to_sign(
+    socket_id: &str,
+    channel: &str,
+    channel_data: Option<&str>,
+) -> String {
+    match channel_data {
+        Some(data) => format!("{socket_id}:{channel}:{data}"),
+        None => format!("{socket_id}:{channel}"),
+    }
+}
+
+/// Why a channel auth string was refused; the text goes back to the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthError(pub String);
+
+/// Checks a subscription's `auth` (`"<key>:<hex>"`) for `string_to_sign` against the app's key
+/// and secret.
+pub fn verify_channel_auth(
+    app_key: &str,
+    secret: &str,
+    string_to_sign: &str,
+    auth: &str,
+) -> Result<(), AuthError> {
+    let Some((key, signature)) = auth.split_once(':') else {
+        return Err(AuthError(format!(
+            "Invalid auth: expected \"<key>:<signature>\", got {auth:?}"
+        )));
+    };
+    if key != app_key {
+        return Err(AuthError(format!(
+            "Invalid key in subscription auth data: '{key}'"
+        )));
+    }
+    if !verify_hex(secret, string_to_sign, signature) {
+        return Err(AuthError(format!(
+            "Invalid signature: Expected HMAC SHA256 hex digest of {string_to_sign}, but got {signature}"
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Test vectors from PROTOCOL.md §4.2 (key 278d425bdf160c739803, secret 7ad3773142a6692b25b8).
+    const KEY: &str = "278d425bdf160c739803";
+    const SECRET: &str = "7ad3773142a6692b25b8";
+
+    #[test]
+    fn private_channel_vector() {
+        let s = channel_string_to_sign("1234.1234", "private-foobar", None);
+        assert_eq!(
+            sign(SECRET, &s),
+            "58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+        );
+        let auth =
+            format!("{KEY}:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4");
+        assert_eq!(verify_channel_auth(KEY, SECRET, &s, &auth), Ok(()));
+    }
+
+    #[test]
+    fn presence_channel_vector_signs_the_exact_channel_data() {
+        let data = r#"{"user_id":10,"user_info":{"name":"Mr. Channels"}}"#;
+        let s = channel_string_to_sign("1234.1234", "presence-foobar", Some(data));
+        assert_eq!(
+            sign(SECRET, &s),
+            "31935e7d86dba64c2a90aed31fdc61869f9b22ba9d8863bba239c03ca481bc80"
+        );
+    }
+
+    #[test]
+    fn user_signin_vector() {
+        assert_eq!(
+            sign(SECRET, r#"1234.1234::user::{"id":"12345"}"#),
+            "4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba"
+        );
+    }
+
+    #[test]
+    fn refusals() {
+        let s = channel_string_to_sign("1234.1234", "private-foobar", None);
+        let good = sign(SECRET, &s);
+        assert!(verify_channel_auth(KEY, SECRET, &s, &format!("other:{good}")).is_err());
+        assert!(verify_channel_auth(KEY, SECRET, &s, &good).is_err());
+        assert!(verify_channel_auth(KEY, SECRET, &s, &format!("{KEY}:zz")).is_err());
+        assert!(verify_channel_auth(KEY, SECRET, &s, &format!("{KEY}:{}", &good[..10])).is_err());
+        let other = channel_string_to_sign("1234.1235", "private-foobar", None);
+        assert!(verify_channel_auth(KEY, SECRET, &other, &format!("{KEY}:{good}")).is_err());
+    }
+}

@@ -1,0 +1,570 @@
+//! Configuration: the TOML file (or the embedded default), `WARREN_*` environment overrides and
+//! command-line flags, merged in that order into one validated [`Config`].
+//!
+//! Nothing here touches the network or the runtime; a bad configuration is refused with a
+//! [`ConfigError`] that names the key and the reason.
+
+use serde::Deserialize;
+use std::fmt;
+use std::path::Path;
+
+/// The configuration compiled into the binary, used when no `--config` is given.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/warren.default.toml");
+
+/// The secret of the embedded default app; a warning is logged while any app uses it.
+pub const DEFAULT_SECRET: &str = "app-secret";
+
+/// Prefix of the environment variables that override configuration keys.
+const ENV_PREFIX: &str = "WARREN_";
+
+/// Separator between path segments in an environment override (`WARREN_SERVER__PORT`).
+const ENV_PATH_SEPARATOR: &str = "__";
+
+/// The whole, validated configuration of one Warren node.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings: sockets, shards, timeouts, buffers.
+    #[serde(default)]
+    pub server: ServerConfig,
+    /// The tenants served by this node.
+    pub apps: Vec<AppConfig>,
+}
+
+/// Settings of the server process.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub bind: String,
+    /// Port for WebSocket clients and the HTTP API.
+    pub port: u16,
+    /// Number of shards; 0 means one per available CPU.
+    pub shards: usize,
+    /// Optional path prefix in front of `/app/{key}` (e.g. `/ws`).
+    pub path_prefix: String,
+    /// Seconds of client silence before the server pings; advertised to clients.
+    pub activity_timeout: u64,
+    /// Seconds to wait for any frame after a ping before closing with 4201.
+    pub pong_timeout: u64,
+    /// Largest inbound WebSocket message, in bytes.
+    pub max_message_bytes: usize,
+    /// Send-queue budget of one connection, in bytes; beyond it the connection is closed (4100).
+    pub send_queue_bytes: usize,
+    /// Seconds a new TCP connection may take to send its request head.
+    pub handshake_timeout: u64,
+    /// Seconds given to clients to finish the close handshake on shutdown.
+    pub shutdown_grace: u64,
+    /// Listen backlog of each shard's socket.
+    pub listen_backlog: i32,
+    /// io_uring registered memory per shard, in KiB (counts against RLIMIT_MEMLOCK).
+    pub io_memory_kib: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            bind: "0.0.0.0".into(),
+            port: 6001,
+            shards: 0,
+            path_prefix: String::new(),
+            activity_timeout: 120,
+            pong_timeout: 30,
+            max_message_bytes: 64 * 1024,
+            send_queue_bytes: 1024 * 1024,
+            handshake_timeout: 10,
+            shutdown_grace: 3,
+            listen_backlog: 4096,
+            io_memory_kib: 64,
+        }
+    }
+}
+
+impl ServerConfig {
+    /// The number of shards to start: the configured value, or one per available CPU.
+    pub fn effective_shards(&self) -> usize {
+        if self.shards > 0 {
+            self.shards
+        } else {
+            std::thread::available_parallelism().map_or(1, |n| n.get())
+        }
+    }
+}
+
+/// One tenant: credentials, switches and limits.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    /// Numeric app id, as used in the HTTP API path (`id = "1"` and `id = 1` both work).
+    #[serde(deserialize_with = "string_or_integer")]
+    pub id: String,
+    /// Public key, as used in the WebSocket path and in signatures.
+    pub key: String,
+    /// Secret for HMAC signatures.
+    pub secret: String,
+    /// A disabled app refuses connections with 4003.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Most simultaneous connections on this node; `None` for no limit.
+    #[serde(default)]
+    pub max_connections: Option<u64>,
+    /// Whether clients may send `client-` events.
+    #[serde(default = "yes")]
+    pub enable_client_events: bool,
+    /// Client events one connection may send per second.
+    #[serde(default = "default_client_event_rate")]
+    pub max_client_events_per_second: u32,
+    /// Largest event `data`, in bytes.
+    #[serde(default = "default_event_payload")]
+    pub max_event_payload_bytes: usize,
+    /// Longest channel name, in bytes.
+    #[serde(default = "default_channel_name_length")]
+    pub max_channel_name_length: usize,
+    /// Most distinct users in one presence channel.
+    #[serde(default = "default_presence_members")]
+    pub max_presence_members: usize,
+    /// Largest presence `user_info`, in bytes of JSON.
+    #[serde(default = "default_presence_user_info")]
+    pub max_presence_user_info_bytes: usize,
+}
+
+/// Accepts a TOML string or integer as text.
+fn string_or_integer<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<String, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Id {
+        Text(String),
+        Number(u64),
+    }
+    Ok(match Id::deserialize(deserializer)? {
+        Id::Text(text) => text,
+        Id::Number(number) => number.to_string(),
+    })
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_client_event_rate() -> u32 {
+    10
+}
+fn default_event_payload() -> usize {
+    10 * 1024
+}
+fn default_channel_name_length() -> usize {
+    200
+}
+fn default_presence_members() -> usize {
+    100
+}
+fn default_presence_user_info() -> usize {
+    1024
+}
+
+/// Values given on the command line; each one, when present, wins over file and environment.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--bind`
+    pub bind: Option<String>,
+    /// `--port`
+    pub port: Option<u16>,
+    /// `--shards`
+    pub shards: Option<usize>,
+}
+
+/// A configuration that cannot be used, with the key at fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// Where the problem is: a key path such as `apps[0].id`, a file name, or an env variable.
+    pub key: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl ConfigError {
+    fn new(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        ConfigError {
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration: {}: {}", self.key, self.reason)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Loads the file at `path` (or the embedded default), applies the `WARREN_*` variables of
+    /// `env` and then `overrides`, and validates the result.
+    pub fn load(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let text = match path {
+            Some(p) => std::fs::read_to_string(p)
+                .map_err(|e| ConfigError::new(p.display().to_string(), e.to_string()))?,
+            None => DEFAULT_CONFIG_TOML.to_string(),
+        };
+        let mut tree: toml::Value = toml::from_str(&text).map_err(|e| {
+            ConfigError::new(
+                path.map_or("<embedded default>".into(), |p| p.display().to_string()),
+                e.to_string(),
+            )
+        })?;
+        for (name, value) in env {
+            apply_env_override(&mut tree, &name, &value)?;
+        }
+        let mut config: Config = tree
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::new("config", e.to_string()))?;
+        config.apply(overrides);
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The embedded default configuration, validated.
+    pub fn embedded_default() -> Config {
+        Config::load(None, std::iter::empty(), &Overrides::default())
+            .expect("the embedded default configuration is valid")
+    }
+
+    /// Parses and validates a TOML document (no environment, no overrides).
+    pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
+        let config: Config =
+            toml::from_str(text).map_err(|e| ConfigError::new("config", e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn apply(&mut self, overrides: &Overrides) {
+        if let Some(bind) = &overrides.bind {
+            self.server.bind = bind.clone();
+        }
+        if let Some(port) = overrides.port {
+            self.server.port = port;
+        }
+        if let Some(shards) = overrides.shards {
+            self.server.shards = shards;
+        }
+    }
+
+    /// Checks every rule a running server relies on; the first broken one is returned.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        if self.apps.is_empty() {
+            return Err(ConfigError::new("apps", "at least one app is required"));
+        }
+        let mut ids = ahash::AHashSet::new();
+        let mut keys = ahash::AHashSet::new();
+        for (i, app) in self.apps.iter().enumerate() {
+            app.validate(i)?;
+            if !ids.insert(app.id.as_str()) {
+                return Err(ConfigError::new(
+                    format!("apps[{i}].id"),
+                    "duplicate app id",
+                ));
+            }
+            if !keys.insert(app.key.as_str()) {
+                return Err(ConfigError::new(
+                    format!("apps[{i}].key"),
+                    "duplicate app key",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Whether any app still uses the published default secret.
+    pub fn uses_default_secret(&self) -> bool {
+        self.apps.iter().any(|a| a.secret == DEFAULT_SECRET)
+    }
+}
+
+impl ServerConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("server.{k}");
+        if self.bind.parse::<std::net::IpAddr>().is_err() {
+            return Err(ConfigError::new(key("bind"), "must be an IP address"));
+        }
+        if self.shards > 1024 {
+            return Err(ConfigError::new(key("shards"), "at most 1024 shards"));
+        }
+        if !self.path_prefix.is_empty()
+            && (!self.path_prefix.starts_with('/') || self.path_prefix.ends_with('/'))
+        {
+            return Err(ConfigError::new(
+                key("path_prefix"),
+                "must start with '/' and not end with '/' (e.g. \"/ws\")",
+            ));
+        }
+        let positive = [
+            ("activity_timeout", self.activity_timeout as usize),
+            ("pong_timeout", self.pong_timeout as usize),
+            ("handshake_timeout", self.handshake_timeout as usize),
+            ("listen_backlog", self.listen_backlog.max(0) as usize),
+            ("io_memory_kib", self.io_memory_kib),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(key(name), "must be greater than 0"));
+            }
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError::new(
+                key("max_message_bytes"),
+                "must be at least 1024",
+            ));
+        }
+        if self.send_queue_bytes < self.max_message_bytes {
+            return Err(ConfigError::new(
+                key("send_queue_bytes"),
+                "must be at least max_message_bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl AppConfig {
+    fn validate(&self, index: usize) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("apps[{index}].{k}");
+        if self.id.is_empty() || !self.id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ConfigError::new(
+                key("id"),
+                format!(
+                    "must be numeric (the server SDKs refuse other ids), got {:?}",
+                    self.id
+                ),
+            ));
+        }
+        let credential_ok = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b':' && b != b'/')
+        };
+        if !credential_ok(&self.key) {
+            return Err(ConfigError::new(
+                key("key"),
+                "must be non-empty printable ASCII without ':' or '/'",
+            ));
+        }
+        if self.secret.is_empty() {
+            return Err(ConfigError::new(key("secret"), "must not be empty"));
+        }
+        if self.max_channel_name_length == 0 || self.max_channel_name_length > 200 {
+            return Err(ConfigError::new(
+                key("max_channel_name_length"),
+                "must be between 1 and 200",
+            ));
+        }
+        if self.max_event_payload_bytes == 0 {
+            return Err(ConfigError::new(
+                key("max_event_payload_bytes"),
+                "must be greater than 0",
+            ));
+        }
+        if self.max_presence_members == 0 {
+            return Err(ConfigError::new(
+                key("max_presence_members"),
+                "must be greater than 0",
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Applies one `WARREN_A__B__0__C=value` variable to the TOML tree; other variables are ignored.
+///
+/// Variables without the double-underscore separator (`WARREN_PORT`, `WARREN_LOG`) belong to the
+/// command-line flags and are not configuration paths.
+fn apply_env_override(tree: &mut toml::Value, name: &str, raw: &str) -> Result<(), ConfigError> {
+    let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    if !path.contains(ENV_PATH_SEPARATOR) {
+        return Ok(());
+    }
+    let segments: Vec<String> = path
+        .split(ENV_PATH_SEPARATOR)
+        .map(|s| s.to_ascii_lowercase())
+        .collect();
+    let bad = |reason: &str| ConfigError::new(name, reason);
+    let (last, parents) = segments.split_last().ok_or_else(|| bad("empty path"))?;
+    let mut node = tree;
+    for segment in parents {
+        node = child_mut(node, segment).ok_or_else(|| bad("no such configuration section"))?;
+    }
+    let table = node
+        .as_table_mut()
+        .ok_or_else(|| bad("the parent of this key is not a section"))?;
+    let value = match table.get(last.as_str()) {
+        Some(toml::Value::String(_)) => toml::Value::String(raw.to_string()),
+        _ => parse_env_value(raw),
+    };
+    table.insert(last.clone(), value);
+    Ok(())
+}
+
+/// The child `segment` of a table, or entry `segment` of an array (one past the end appends a
+/// new, empty table, so that apps can be added from the environment).
+fn child_mut<'a>(node: &'a mut toml::Value, segment: &str) -> Option<&'a mut toml::Value> {
+    match node {
+        toml::Value::Table(table) => Some(
+            table
+                .entry(segment.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default())),
+        ),
+        toml::Value::Array(items) => {
+            let index: usize = segment.parse().ok()?;
+            if index == items.len() {
+                items.push(toml::Value::Table(Default::default()));
+            }
+            items.get_mut(index)
+        }
+        _ => None,
+    }
+}
+
+/// Reads an environment value as a TOML literal (number, boolean) or, failing that, a string.
+fn parse_env_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn embedded_default_has_one_app_with_soketi_credentials() {
+        let config = Config::embedded_default();
+        assert_eq!(config.server.port, 6001);
+        assert_eq!(config.apps.len(), 1);
+        assert_eq!(config.apps[0].id, "1");
+        assert_eq!(config.apps[0].key, "app-key");
+        assert!(config.uses_default_secret());
+    }
+
+    #[test]
+    fn environment_overrides_nested_keys_and_keeps_strings_as_strings() {
+        let vars = env(&[
+            ("WARREN_SERVER__PORT", "7000"),
+            ("WARREN_APPS__0__SECRET", "12345"),
+            ("WARREN_APPS__0__ENABLE_CLIENT_EVENTS", "false"),
+            ("WARREN_PORT", "ignored: belongs to the flag"),
+            ("HOME", "/root"),
+        ]);
+        let config = Config::load(None, vars, &Overrides::default()).unwrap();
+        assert_eq!(config.server.port, 7000);
+        assert_eq!(config.apps[0].secret, "12345");
+        assert!(!config.apps[0].enable_client_events);
+    }
+
+    #[test]
+    fn environment_can_add_an_app() {
+        let vars = env(&[
+            ("WARREN_APPS__1__ID", "2"),
+            ("WARREN_APPS__1__KEY", "k2"),
+            ("WARREN_APPS__1__SECRET", "s2"),
+        ]);
+        let config = Config::load(None, vars, &Overrides::default()).unwrap();
+        assert_eq!(config.apps[1].key, "k2");
+        assert_eq!(config.apps[1].id, "2");
+    }
+
+    #[test]
+    fn flags_win_over_environment() {
+        let overrides = Overrides {
+            port: Some(9000),
+            shards: Some(3),
+            bind: Some("127.0.0.1".into()),
+        };
+        let config =
+            Config::load(None, env(&[("WARREN_SERVER__PORT", "7000")]), &overrides).unwrap();
+        assert_eq!(config.server.port, 9000);
+        assert_eq!(config.server.effective_shards(), 3);
+        assert_eq!(config.server.bind, "127.0.0.1");
+    }
+
+    #[test]
+    fn bad_values_name_the_key() {
+        let cases = [
+            (
+                r#"[[apps]]
+id = "abc"
+key = "k"
+secret = "s""#,
+                "apps[0].id",
+            ),
+            (
+                r#"[[apps]]
+id = "1"
+key = "a:b"
+secret = "s""#,
+                "apps[0].key",
+            ),
+            (
+                r#"[server]
+bind = "nowhere"
+[[apps]]
+id = "1"
+key = "k"
+secret = "s""#,
+                "server.bind",
+            ),
+            ("apps = []", "apps"),
+            (
+                r#"[[apps]]
+id = "1"
+key = "k"
+secret = "s"
+[[apps]]
+id = "1"
+key = "k2"
+secret = "s""#,
+                "apps[1].id",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = Config::from_toml_str(text).unwrap_err();
+            assert_eq!(err.key, key, "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_with_their_name() {
+        let err = Config::from_toml_str(
+            "[server]\nprot = 1\n[[apps]]\nid=\"1\"\nkey=\"k\"\nsecret=\"s\"",
+        )
+        .unwrap_err();
+        assert!(err.reason.contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn bad_environment_path_is_refused() {
+        let err = Config::load(
+            None,
+            env(&[("WARREN_SERVER__PORT__X", "1")]),
+            &Overrides::default(),
+        )
+        .unwrap_err();
+        assert_eq!(err.key, "WARREN_SERVER__PORT__X");
+    }
+}

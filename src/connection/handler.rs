@@ -1,0 +1,217 @@
+//! What a connection does with each Pusher message it receives (PROTOCOL.md §2): subscriptions
+//! with their signature checks, unsubscriptions, pings and client events. Every refusal is
+//! answered on the socket, which stays open.
+
+use super::{Connection, PresenceIdentity, Subscription};
+use crate::auth;
+use crate::protocol::codes;
+use crate::protocol::inbound::{self, ClientEvent, ClientMessage, Subscribe};
+use crate::protocol::names::{self, ChannelKind};
+use crate::protocol::outbound::{self, EventData};
+use crate::shard::Shard;
+use crate::ws::frame::shared_text_frame;
+use std::rc::Rc;
+use std::sync::Arc;
+
+/// Handles one text message from the client.
+pub async fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
+    let message = match inbound::decode(text) {
+        Ok(message) => message,
+        Err(error) => return conn.send_error(None, &error.0),
+    };
+    match message {
+        ClientMessage::Ping => conn.send_text(outbound::PONG),
+        ClientMessage::Pong => {}
+        ClientMessage::Subscribe(request) => subscribe(shard, conn, request).await,
+        ClientMessage::Unsubscribe { channel } => unsubscribe(shard, conn, &channel).await,
+        ClientMessage::ClientEvent(event) => client_event(shard, conn, event).await,
+        ClientMessage::Signin => conn.send_error(
+            Some(codes::UNAUTHORIZED),
+            "User sign-in (pusher:signin) is not supported by this server yet",
+        ),
+        ClientMessage::Unknown(event) => conn.send_error(
+            None,
+            &format!("Unsupported event received on socket: '{event}'"),
+        ),
+    }
+}
+
+async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>) {
+    let channel = request.channel.as_ref();
+    let app = &conn.app.config;
+    let kind = match names::validate_channel_name(channel, app.max_channel_name_length) {
+        Ok(kind) => kind,
+        Err(invalid) => {
+            let message = invalid.message(channel, app.max_channel_name_length);
+            return conn.send_text(&outbound::subscription_error(
+                channel,
+                "InvalidChannel",
+                &message,
+                4009,
+            ));
+        }
+    };
+    if conn.subscription(channel).is_some() {
+        return conn.send_error(None, &format!("Existing subscription to channel {channel}"));
+    }
+    if kind == ChannelKind::ServerToUser {
+        return auth_error(
+            conn,
+            channel,
+            "#server-to-user channels need user sign-in, which this server does not support yet",
+        );
+    }
+    if kind.needs_auth() {
+        if let Err(error) = check_signature(conn, channel, &request) {
+            return auth_error(conn, channel, &error);
+        }
+    }
+    if kind == ChannelKind::Presence {
+        return join_presence(
+            shard,
+            conn,
+            channel,
+            request.channel_data.as_deref().unwrap_or(""),
+        )
+        .await;
+    }
+    conn.add_subscription(Subscription {
+        channel: channel.into(),
+        presence: None,
+        active: true,
+    });
+    shard.add_local_subscriber(conn, channel);
+    conn.send_text(&outbound::subscription_succeeded(channel));
+}
+
+fn check_signature(
+    conn: &Connection,
+    channel: &str,
+    request: &Subscribe<'_>,
+) -> Result<(), String> {
+    let auth = request.auth.as_deref().unwrap_or("");
+    if auth.is_empty() {
+        return Err(format!("Missing auth for channel {channel}"));
+    }
+    let channel_data = match ChannelKind::of(channel) {
+        ChannelKind::Presence => Some(
+            request
+                .channel_data
+                .as_deref()
+                .ok_or_else(|| format!("Missing channel_data for presence channel {channel}"))?,
+        ),
+        _ => None,
+    };
+    let socket_id = conn.socket_id.to_string();
+    let signed = auth::channel_string_to_sign(&socket_id, channel, channel_data);
+    auth::verify_channel_auth(conn.app.key(), conn.app.secret(), &signed, auth).map_err(|e| e.0)
+}
+
+fn auth_error(conn: &Connection, channel: &str, message: &str) {
+    conn.send_text(&outbound::subscription_error(
+        channel,
+        "AuthError",
+        message,
+        401,
+    ));
+}
+
+async fn join_presence(shard: &Shard, conn: &Rc<Connection>, channel: &str, channel_data: &str) {
+    let member = match inbound::parse_channel_data(channel_data) {
+        Ok(member) => member,
+        Err(error) => return auth_error(conn, channel, &error.0),
+    };
+    let max_info = conn.app.config.max_presence_user_info_bytes;
+    if member.user_info_json.as_ref().map_or(0, String::len) > max_info {
+        let message = format!("Presence user_info is larger than {max_info} bytes");
+        return conn.send_text(&outbound::subscription_error(
+            channel,
+            "LimitReached",
+            &message,
+            codes::MEMBER_TOO_LARGE,
+        ));
+    }
+    conn.add_subscription(Subscription {
+        channel: channel.into(),
+        presence: Some(PresenceIdentity {
+            user_id: member.user_id.clone(),
+        }),
+        active: false,
+    });
+    shard.presence_join(conn, channel, member).await;
+}
+
+async fn unsubscribe(shard: &Shard, conn: &Rc<Connection>, channel: &str) {
+    match conn.remove_subscription(channel) {
+        Some(subscription) => shard.leave_channel(conn, subscription).await,
+        None => conn.send_error(
+            None,
+            &format!("No current subscription to channel {channel}, or subscription in progress"),
+        ),
+    }
+}
+
+async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'_>) {
+    let app = &conn.app.config;
+    if !app.enable_client_events {
+        return conn.send_error(
+            None,
+            "To send client events, you must enable this feature in the Settings page of your dashboard.",
+        );
+    }
+    let Some(channel) = event.channel.as_deref() else {
+        return conn.send_error(None, "Client event rejected: no channel given");
+    };
+    if !names::valid_event_name(&event.event) {
+        return conn.send_error(
+            None,
+            "Client event rejected: event name longer than 200 characters",
+        );
+    }
+    if !ChannelKind::of(channel).allows_client_events() {
+        return conn.send_error(
+            None,
+            &format!("Client event rejected: {channel} is not a private or presence channel"),
+        );
+    }
+    let Some(subscription) = conn.subscription(channel).filter(|s| s.active) else {
+        return conn.send_error(
+            None,
+            &format!(
+                "Cannot broadcast client event (connection not subscribed to channel {channel})"
+            ),
+        );
+    };
+    let data_len = event.data.map_or(0, |d| d.get().len());
+    if data_len > app.max_event_payload_bytes {
+        return conn.send_error(
+            None,
+            &format!(
+                "Client event rejected: data larger than {} bytes",
+                app.max_event_payload_bytes
+            ),
+        );
+    }
+    if !conn.allow_client_event(shard.now(), app.max_client_events_per_second) {
+        return conn.send_error(
+            Some(codes::CLIENT_EVENT_RATE_LIMIT),
+            "Client event rejected due to rate limit",
+        );
+    }
+    let data = match event.data {
+        // A string is relayed exactly as sent; anything else is sent as its JSON text.
+        Some(raw) if raw.get().starts_with('"') => EventData::JsonString(raw.get()),
+        Some(raw) => EventData::Text(raw.get()),
+        None => EventData::Absent,
+    };
+    let user_id = subscription.presence.as_ref().map(|p| p.user_id.as_str());
+    let text = outbound::channel_event(&event.event, channel, data, user_id);
+    shard
+        .publish_frame(
+            conn.app.index,
+            Arc::from(channel),
+            shared_text_frame(&text),
+            Some(conn.socket_id),
+        )
+        .await;
+}

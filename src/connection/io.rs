@@ -1,0 +1,404 @@
+//! The task that owns one accepted socket: reads the request head, serves plain HTTP requests
+//! (keep-alive) or upgrades to WebSocket, then runs the session — reading frames, flushing the
+//! send queue, honouring close requests — and finally closes cleanly.
+
+use super::handler;
+use super::{CloseRequest, Connection};
+use crate::http;
+use crate::protocol::{codes, outbound};
+use crate::shard::Shard;
+use crate::ws::frame::{self, FrameDecoder, FrameError, WsEvent};
+use crate::ws::handshake::{self, HeadError, RequestHead};
+use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::os::fd::AsRawFd;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+/// Size of the per-shard read buffer every connection reads into. Connections keep no read
+/// buffer of their own while idle.
+const SCRATCH_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    static SCRATCH: RefCell<Vec<u8>> = RefCell::new(vec![0; SCRATCH_BYTES]);
+}
+
+/// How a WebSocket session ended.
+#[derive(Debug)]
+enum End {
+    /// The server asked to close (shutdown, liveness, slow consumer, …).
+    Server(CloseRequest),
+    /// The client sent a close frame.
+    ClientClose(Option<u16>),
+    /// The client broke the framing rules.
+    Protocol(FrameError),
+    /// The socket reached EOF or failed.
+    Gone,
+}
+
+enum Step {
+    Events,
+    End(End),
+}
+
+/// Serves one accepted TCP connection to the end.
+pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
+    let handshake_timeout = Duration::from_secs(shard.config.server.handshake_timeout);
+    let mut buffered = Vec::new();
+    loop {
+        let _ = stream.set_read_timeout(Some(handshake_timeout));
+        let head = match read_head(&mut stream, &mut buffered).await {
+            Ok(Some(head)) => head,
+            Ok(None) => return,
+            Err(error) => {
+                let _ = write_response(
+                    &mut stream,
+                    &http::Response::text(error.status, error.message),
+                    true,
+                )
+                .await;
+                return;
+            }
+        };
+        if head.is_websocket() {
+            let _ = stream.set_read_timeout(None);
+            return websocket(&shard, stream, &head, buffered).await;
+        }
+        let body = match read_body(&mut stream, &head, &mut buffered).await {
+            Ok(body) => body,
+            Err(error) => {
+                let _ = write_response(
+                    &mut stream,
+                    &http::Response::text(error.status, error.message),
+                    true,
+                )
+                .await;
+                return;
+            }
+        };
+        let response = http::respond(&shard, &head, &body);
+        let close = head.wants_close;
+        if write_response(&mut stream, &response, close).await.is_err() || close {
+            return;
+        }
+    }
+}
+
+/// Reads until a whole request head is buffered; `Ok(None)` when the peer closed or timed out
+/// before sending anything. The head's bytes are removed from `buffered`.
+async fn read_head(
+    stream: &mut TcpStream,
+    buffered: &mut Vec<u8>,
+) -> Result<Option<RequestHead>, HeadError> {
+    loop {
+        if !buffered.is_empty() {
+            if let Some((head, length)) = handshake::parse_request_head(buffered)? {
+                buffered.drain(..length);
+                return Ok(Some(head));
+            }
+        }
+        let mut chunk = [0u8; 2048];
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) if buffered.is_empty() => return Ok(None),
+            Ok(0) | Err(_) => {
+                return Err(HeadError {
+                    status: 408,
+                    message: "Incomplete request head",
+                })
+            }
+            Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+async fn read_body(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    buffered: &mut Vec<u8>,
+) -> Result<Vec<u8>, HeadError> {
+    let length = head.content_length.unwrap_or(0);
+    if length > http::MAX_BODY_BYTES {
+        return Err(HeadError {
+            status: 413,
+            message: "Request body too large",
+        });
+    }
+    while buffered.len() < length {
+        let mut chunk = [0u8; 4096];
+        match stream.read(&mut chunk).await {
+            Ok(n) if n > 0 => buffered.extend_from_slice(&chunk[..n]),
+            _ => {
+                return Err(HeadError {
+                    status: 408,
+                    message: "Incomplete request body",
+                })
+            }
+        }
+    }
+    Ok(buffered.drain(..length).collect())
+}
+
+async fn write_response(
+    stream: &mut TcpStream,
+    response: &http::Response,
+    close: bool,
+) -> std::io::Result<()> {
+    stream.write_all(&response.to_bytes(close)).await
+}
+
+/// Completes the upgrade, admits the client to its app (or refuses it with the Pusher code), and
+/// runs the session.
+async fn websocket(
+    shard: &Rc<Shard>,
+    mut stream: TcpStream,
+    head: &RequestHead,
+    leftover: Vec<u8>,
+) {
+    let answer = match handshake::accept_upgrade(head) {
+        Ok(answer) => answer,
+        Err(error) => {
+            let _ = write_response(
+                &mut stream,
+                &http::Response::text(error.status, error.message),
+                true,
+            )
+            .await;
+            return;
+        }
+    };
+    if stream.write_all(&answer).await.is_err() {
+        return;
+    }
+    let app = match admit(shard, head) {
+        Ok(app) => app,
+        Err((code, message)) => return refuse(shard, stream, code, &message).await,
+    };
+    let conn = Rc::new(Connection::new(
+        shard.new_socket_id(),
+        app.clone(),
+        stream.as_raw_fd(),
+        shard.config.server.send_queue_bytes,
+        shard.now(),
+    ));
+    shard.register(conn.clone());
+    conn.send_text(&outbound::connection_established(
+        conn.socket_id,
+        shard.config.server.activity_timeout,
+    ));
+    let end = run_session(shard, &conn, &mut stream, leftover).await;
+    conn.mark_closed();
+    shard.unregister(&conn).await;
+    app.release_connection();
+    finish(shard, &conn, stream, end).await;
+}
+
+/// Checks the path, protocol version and app; reserves a connection slot.
+fn admit(
+    shard: &Shard,
+    head: &RequestHead,
+) -> Result<std::sync::Arc<crate::app::App>, (u16, String)> {
+    let prefix = &shard.config.server.path_prefix;
+    let key = head
+        .path
+        .strip_prefix(prefix.as_str())
+        .and_then(|p| p.strip_prefix("/app/"))
+        .filter(|k| !k.is_empty() && !k.contains('/'))
+        .ok_or_else(|| {
+            (
+                codes::BAD_PATH,
+                format!("Invalid path {}: expected {prefix}/app/{{key}}", head.path),
+            )
+        })?;
+    // pusher-js sends protocol=7; older clients 5 or 6. A missing protocol is accepted, as
+    // soketi and Reverb do (PROTOCOL.md §1.3 leaves the hosted behaviour UNCONFIRMED).
+    if let Some(protocol) = head.query_param("protocol") {
+        if !matches!(protocol.parse::<u32>(), Ok(5..=7)) {
+            return Err((
+                codes::UNSUPPORTED_PROTOCOL,
+                format!("Unsupported protocol version {protocol}"),
+            ));
+        }
+    }
+    let app = shard.apps.by_key(key).ok_or_else(|| {
+        (
+            codes::APP_NOT_FOUND,
+            format!("App key {key} not in this cluster"),
+        )
+    })?;
+    if !app.config.enabled {
+        return Err((codes::APP_DISABLED, "Application disabled".to_string()));
+    }
+    if !app.try_acquire_connection() {
+        return Err((
+            codes::OVER_CONNECTION_QUOTA,
+            "Application is over connection quota".to_string(),
+        ));
+    }
+    Ok(app.clone())
+}
+
+/// Sends `pusher:error` and a close frame with the same code, then closes.
+async fn refuse(shard: &Shard, mut stream: TcpStream, code: u16, message: &str) {
+    let mut bytes = frame::text_frame(&outbound::error(Some(code), message));
+    bytes.extend(frame::close_frame(code, message));
+    if stream.write_all(&bytes).await.is_ok() {
+        linger(shard, &mut stream).await;
+    }
+}
+
+async fn run_session(
+    shard: &Shard,
+    conn: &Rc<Connection>,
+    stream: &mut TcpStream,
+    leftover: Vec<u8>,
+) -> End {
+    let max_message = shard.config.server.max_message_bytes;
+    let mut decoder = FrameDecoder::default();
+    let mut events = Vec::new();
+    if let Err(error) = decoder.feed(&leftover, max_message, &mut events) {
+        return End::Protocol(error);
+    }
+    loop {
+        if !events.is_empty() {
+            conn.touch(shard.now());
+        }
+        for event in events.drain(..) {
+            if let Some(end) = handle_event(shard, conn, event).await {
+                return end;
+            }
+        }
+        glommio::yield_if_needed().await;
+        let step =
+            poll_fn(|cx| poll_session(conn, stream, &mut decoder, max_message, &mut events, cx))
+                .await;
+        if let Step::End(end) = step {
+            return end;
+        }
+    }
+}
+
+async fn handle_event(shard: &Shard, conn: &Rc<Connection>, event: WsEvent) -> Option<End> {
+    match event {
+        WsEvent::Text(text) => handler::handle_text(shard, conn, &text).await,
+        WsEvent::Binary => conn.send_error(
+            None,
+            "Binary frames are not supported: send JSON in text frames",
+        ),
+        WsEvent::Ping(payload) => conn.send_frame(frame::pong_frame(&payload)),
+        WsEvent::Pong => {}
+        WsEvent::Close(code) => return Some(End::ClientClose(code)),
+    }
+    None
+}
+
+/// One poll of the session: honours a close request, flushes what is queued, then reads.
+fn poll_session(
+    conn: &Connection,
+    stream: &mut TcpStream,
+    decoder: &mut FrameDecoder,
+    max_message: usize,
+    events: &mut Vec<WsEvent>,
+    cx: &mut Context<'_>,
+) -> Poll<Step> {
+    conn.register_waker(cx.waker());
+    if let Some(request) = conn.close_request() {
+        return Poll::Ready(Step::End(End::Server(request)));
+    }
+    if let Poll::Ready(Err(())) = poll_flush(conn, stream, cx) {
+        return Poll::Ready(Step::End(End::Gone));
+    }
+    SCRATCH.with(|scratch| {
+        let mut scratch = scratch.borrow_mut();
+        loop {
+            match Pin::new(&mut *stream).poll_read(cx, &mut scratch) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
+                    return Poll::Ready(Step::End(End::Gone))
+                }
+                Poll::Ready(Ok(n)) => {
+                    if let Err(error) = decoder.feed(&scratch[..n], max_message, events) {
+                        return Poll::Ready(Step::End(End::Protocol(error)));
+                    }
+                    if !events.is_empty() {
+                        return Poll::Ready(Step::Events);
+                    }
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    })
+}
+
+/// Writes queued bytes until the queue is empty (`Ready(Ok)`), the socket is full (`Pending`,
+/// woken when writable) or broken (`Ready(Err)`).
+fn poll_flush(
+    conn: &Connection,
+    stream: &mut TcpStream,
+    cx: &mut Context<'_>,
+) -> Poll<Result<(), ()>> {
+    let mut state = conn.state.borrow_mut();
+    while let Some(front) = state.queue.front() {
+        match Pin::new(&mut *stream).poll_write(cx, front) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+            Poll::Ready(Ok(n)) => state.queue.advance(n),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Ends the session on the wire: a close frame where one is due, the rest of the queue before
+/// it, and a short wait for the client's close so that nothing in flight is lost to a reset.
+async fn finish(shard: &Shard, conn: &Connection, mut stream: TcpStream, end: End) {
+    let close = match end {
+        End::Server(CloseRequest {
+            code: Some(code),
+            reason,
+        }) => {
+            tracing::debug!(socket_id = %conn.socket_id, code, %reason, "closing connection");
+            frame::close_frame(code, &reason)
+        }
+        End::ClientClose(code) => frame::close_frame(code.unwrap_or(codes::WS_NORMAL), ""),
+        End::Protocol(error) => {
+            tracing::debug!(socket_id = %conn.socket_id, reason = error.reason, "protocol error");
+            frame::close_frame(error.close_code, error.reason)
+        }
+        End::Server(CloseRequest { code: None, .. }) | End::Gone => return,
+    };
+    conn.state.borrow_mut().queue.send(
+        stream.as_raw_fd(),
+        crate::ws::send_queue::OutFrame::Owned(close),
+        usize::MAX,
+    );
+    let grace = Duration::from_secs(shard.config.server.shutdown_grace);
+    let flushed = with_timeout(grace, poll_fn(|cx| poll_flush(conn, &mut stream, cx))).await;
+    if matches!(flushed, Some(Ok(()))) {
+        linger(shard, &mut stream).await;
+    }
+}
+
+/// After our close frame: half-closes, then reads (and discards) until the client closes too,
+/// for at most the shutdown grace period.
+async fn linger(shard: &Shard, stream: &mut TcpStream) {
+    let _ = stream.close().await;
+    let grace = Duration::from_secs(shard.config.server.shutdown_grace);
+    with_timeout(grace, async {
+        let mut sink = [0u8; 512];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
+async fn with_timeout<T>(
+    limit: Duration,
+    future: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    futures_lite::future::or(async { Some(future.await) }, async {
+        glommio::timer::sleep(limit).await;
+        None
+    })
+    .await
+}

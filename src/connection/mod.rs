@@ -1,0 +1,278 @@
+//! One client connection on its shard: the state the shard's other tasks may touch (the send
+//! queue, the subscriptions, the activity clock, a close request) and the task that owns the
+//! socket ([`io`]) and interprets its messages ([`handler`]).
+//!
+//! A [`Connection`] lives in an `Rc` shared by the connection task, the shard's connection map
+//! and the channel table; everything mutable sits in one `RefCell` that no code holds across an
+//! `await`.
+
+pub mod handler;
+pub mod io;
+
+use crate::app::App;
+use crate::protocol::{codes, outbound, SocketId};
+use crate::ws::frame::{self, SharedFrame};
+use crate::ws::send_queue::{OutFrame, SendOutcome, SendQueue};
+use std::cell::RefCell;
+use std::os::fd::RawFd;
+use std::sync::Arc;
+use std::task::Waker;
+use std::time::Instant;
+
+/// A request to end the connection, honoured by its task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloseRequest {
+    /// Close code to send; `None` when the socket is broken and no frame can be sent.
+    pub code: Option<u16>,
+    /// Reason for the close frame and the log.
+    pub reason: String,
+}
+
+/// What this connection is subscribed to on one channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    /// Channel name.
+    pub channel: Box<str>,
+    /// For presence channels, the member this socket joined as.
+    pub presence: Option<PresenceIdentity>,
+    /// Whether the subscription is confirmed (`false` while a presence join awaits its home shard).
+    pub active: bool,
+}
+
+/// A socket's identity in one presence channel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceIdentity {
+    /// The user id as a string.
+    pub user_id: String,
+}
+
+#[derive(Debug)]
+struct State {
+    queue: SendQueue,
+    waker: Option<Waker>,
+    close: Option<CloseRequest>,
+    last_seen: Instant,
+    ping_sent_at: Option<Instant>,
+    subscriptions: Vec<Subscription>,
+    rate_window_start: Instant,
+    rate_window_count: u32,
+}
+
+/// One client connection, as the rest of its shard sees it.
+#[derive(Debug)]
+pub struct Connection {
+    /// The id clients and SDKs know this socket by.
+    pub socket_id: SocketId,
+    /// The app the client connected to.
+    pub app: Arc<App>,
+    fd: RawFd,
+    send_budget: usize,
+    state: RefCell<State>,
+}
+
+impl Connection {
+    /// A new connection on socket `fd`, seen active at `now`.
+    pub fn new(
+        socket_id: SocketId,
+        app: Arc<App>,
+        fd: RawFd,
+        send_budget: usize,
+        now: Instant,
+    ) -> Self {
+        Connection {
+            socket_id,
+            app,
+            fd,
+            send_budget,
+            state: RefCell::new(State {
+                queue: SendQueue::default(),
+                waker: None,
+                close: None,
+                last_seen: now,
+                ping_sent_at: None,
+                subscriptions: Vec::new(),
+                rate_window_start: now,
+                rate_window_count: 0,
+            }),
+        }
+    }
+
+    /// The per-shard counter that keys this connection in the shard's tables.
+    pub fn local_id(&self) -> u64 {
+        self.socket_id.counter()
+    }
+
+    /// Sends a frame shared with other sockets (a broadcast).
+    pub fn send_shared(&self, frame: &SharedFrame) {
+        self.send(OutFrame::Shared(frame.clone()));
+    }
+
+    /// Sends one JSON message as a text frame.
+    pub fn send_text(&self, text: &str) {
+        self.send(OutFrame::Owned(frame::text_frame(text)));
+    }
+
+    /// Sends a raw frame built for this socket alone.
+    pub fn send_frame(&self, bytes: Vec<u8>) {
+        self.send(OutFrame::Owned(bytes));
+    }
+
+    /// Sends `pusher:error` with the given code (`None` for the hosted service's `null`).
+    pub fn send_error(&self, code: Option<u16>, message: &str) {
+        self.send_text(&outbound::error(code, message));
+    }
+
+    fn send(&self, frame: OutFrame) {
+        let mut state = self.state.borrow_mut();
+        if state.close.is_some() {
+            return;
+        }
+        match state.queue.send(self.fd, frame, self.send_budget) {
+            SendOutcome::Written => {}
+            SendOutcome::Queued => wake(&state.waker),
+            SendOutcome::OverBudget => {
+                state.queue.clear();
+                request_close(
+                    &mut state,
+                    Some(codes::OVER_CAPACITY),
+                    "Send queue over budget: the client is not reading",
+                );
+            }
+            SendOutcome::Broken => request_close(&mut state, None, "Socket broken"),
+        }
+    }
+
+    /// Asks the connection's task to close with `code` (after what is already queued).
+    pub fn close(&self, code: u16, reason: &str) {
+        request_close(&mut self.state.borrow_mut(), Some(code), reason);
+    }
+
+    /// Records inbound activity (any frame) at `now`.
+    pub fn touch(&self, now: Instant) {
+        let mut state = self.state.borrow_mut();
+        state.last_seen = now;
+        state.ping_sent_at = None;
+    }
+
+    /// Called by the shard's periodic sweep: pings a connection silent for `activity_timeout`,
+    /// and closes one that has not answered within `pong_timeout` of the ping.
+    pub fn check_liveness(
+        &self,
+        now: Instant,
+        activity_timeout: std::time::Duration,
+        pong_timeout: std::time::Duration,
+    ) {
+        let ping_due = {
+            let state = self.state.borrow();
+            match state.ping_sent_at {
+                Some(sent) if now.duration_since(sent) >= pong_timeout => {
+                    drop(state);
+                    self.close(codes::PONG_NOT_RECEIVED, "Pong reply not received");
+                    return;
+                }
+                Some(_) => false,
+                None => now.duration_since(state.last_seen) >= activity_timeout,
+            }
+        };
+        if ping_due {
+            // A protocol ping for clients that answer them (browsers do), and the JSON ping for
+            // those that do not (pusher-js answers it with `pusher:pong`).
+            self.send_frame(frame::ping_frame());
+            self.send_text(outbound::PING);
+            self.state.borrow_mut().ping_sent_at = Some(now);
+        }
+    }
+
+    /// Counts one client event against the per-second limit; `false` when over it.
+    pub fn allow_client_event(&self, now: Instant, per_second: u32) -> bool {
+        let mut state = self.state.borrow_mut();
+        if now.duration_since(state.rate_window_start).as_secs() >= 1 {
+            state.rate_window_start = now;
+            state.rate_window_count = 0;
+        }
+        state.rate_window_count += 1;
+        state.rate_window_count <= per_second
+    }
+
+    /// The subscription to `channel`, if any (pending or active).
+    pub fn subscription(&self, channel: &str) -> Option<Subscription> {
+        let state = self.state.borrow();
+        state
+            .subscriptions
+            .iter()
+            .find(|s| &*s.channel == channel)
+            .cloned()
+    }
+
+    /// Records a subscription (replacing one to the same channel).
+    pub fn add_subscription(&self, subscription: Subscription) {
+        let mut state = self.state.borrow_mut();
+        state
+            .subscriptions
+            .retain(|s| s.channel != subscription.channel);
+        state.subscriptions.push(subscription);
+    }
+
+    /// Marks the pending subscription to `channel` active; `false` if there is none.
+    pub fn activate_subscription(&self, channel: &str) -> bool {
+        let mut state = self.state.borrow_mut();
+        match state
+            .subscriptions
+            .iter_mut()
+            .find(|s| &*s.channel == channel && !s.active)
+        {
+            Some(s) => {
+                s.active = true;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forgets the subscription to `channel` and returns it.
+    pub fn remove_subscription(&self, channel: &str) -> Option<Subscription> {
+        let mut state = self.state.borrow_mut();
+        let index = state
+            .subscriptions
+            .iter()
+            .position(|s| &*s.channel == channel)?;
+        Some(state.subscriptions.swap_remove(index))
+    }
+
+    /// Forgets and returns every subscription (the connection is going away).
+    pub fn take_subscriptions(&self) -> Vec<Subscription> {
+        std::mem::take(&mut self.state.borrow_mut().subscriptions)
+    }
+
+    fn register_waker(&self, waker: &Waker) {
+        let mut state = self.state.borrow_mut();
+        if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            state.waker = Some(waker.clone());
+        }
+    }
+
+    /// Marks the connection closed: nothing more is written to its socket, whoever still holds it.
+    fn mark_closed(&self) {
+        request_close(&mut self.state.borrow_mut(), None, "Connection closed");
+    }
+
+    fn close_request(&self) -> Option<CloseRequest> {
+        self.state.borrow().close.clone()
+    }
+}
+
+fn wake(waker: &Option<Waker>) {
+    if let Some(waker) = waker {
+        waker.wake_by_ref();
+    }
+}
+
+fn request_close(state: &mut State, code: Option<u16>, reason: &str) {
+    if state.close.is_none() {
+        state.close = Some(CloseRequest {
+            code,
+            reason: reason.to_string(),
+        });
+        wake(&state.waker);
+    }
+}

@@ -1,0 +1,86 @@
+//! Plain HTTP requests on the WebSocket port: health and readiness now; the Pusher REST API
+//! (`/apps/{id}/...`) is routed here by a later change.
+
+use crate::shard::Shard;
+use crate::ws::handshake::RequestHead;
+
+/// Largest request body accepted, in bytes; beyond it the answer is 413.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// An HTTP response, written by the connection task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    /// Status code.
+    pub status: u16,
+    /// `Content-Type` of the body.
+    pub content_type: &'static str,
+    /// Body bytes.
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// A plain-text response.
+    pub fn text(status: u16, body: &str) -> Response {
+        Response {
+            status,
+            content_type: "text/plain; charset=utf-8",
+            body: body.as_bytes().to_vec(),
+        }
+    }
+
+    /// A JSON response.
+    pub fn json(status: u16, body: String) -> Response {
+        Response {
+            status,
+            content_type: "application/json",
+            body: body.into_bytes(),
+        }
+    }
+
+    /// The response as HTTP/1.1 bytes; `close` adds `Connection: close`.
+    pub fn to_bytes(&self, close: bool) -> Vec<u8> {
+        let mut out = format!(
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
+            self.status,
+            reason_phrase(self.status),
+            self.content_type,
+            self.body.len(),
+            if close { "Connection: close\r\n" } else { "" }
+        )
+        .into_bytes();
+        out.extend_from_slice(&self.body);
+        out
+    }
+}
+
+fn reason_phrase(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        202 => "Accepted",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        408 => "Request Timeout",
+        413 => "Payload Too Large",
+        426 => "Upgrade Required",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
+/// Answers one HTTP request.
+pub fn respond(shard: &Shard, head: &RequestHead, _body: &[u8]) -> Response {
+    match (head.method.as_str(), head.path.as_str()) {
+        ("GET", "/health") => Response::text(200, "OK"),
+        ("GET", "/ready") if shard.process.all_listening() => Response::text(200, "READY"),
+        ("GET", "/ready") => Response::text(503, "NOT READY: not every shard is listening"),
+        ("GET", path) if path.starts_with("/app/") => {
+            Response::text(400, "WebSocket endpoint: connect with a WebSocket upgrade")
+        }
+        _ => Response::text(404, "Not found"),
+    }
+}

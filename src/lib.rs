@@ -1,0 +1,16 @@
+//! Warren: a self-hosted real-time push server that speaks the Pusher Channels protocol.
+//!
+//! The crate is a library so that the binary, the tests and the load harness can all start a
+//! server in-process: [`server::Server::start`] takes a [`config::Config`] and returns a handle.
+//! See `docs/architecture.md` for how the modules fit together.
+
+pub mod app;
+pub mod auth;
+pub mod channels;
+pub mod config;
+pub mod connection;
+pub mod http;
+pub mod protocol;
+pub mod server;
+pub mod shard;
+pub mod ws;

@@ -1,0 +1,278 @@
+//! Decoding of client → server messages (PROTOCOL.md §1.4, §2).
+//!
+//! Parsing borrows from the frame: `data` stays a [`RawValue`] and is never re-encoded unless a
+//! client sent an object where a string is relayed. Clients are met leniently: `data` may be an
+//! object or a JSON-encoded string for every `pusher:` event.
+
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
+
+/// One decoded client message.
+#[derive(Debug)]
+pub enum ClientMessage<'a> {
+    /// `pusher:ping`: answer with `pusher:pong`.
+    Ping,
+    /// `pusher:pong`: an answer to our ping (activity only).
+    Pong,
+    /// `pusher:subscribe`.
+    Subscribe(Subscribe<'a>),
+    /// `pusher:unsubscribe`.
+    Unsubscribe {
+        /// Channel to leave.
+        channel: Cow<'a, str>,
+    },
+    /// `pusher:signin` (user authentication).
+    Signin,
+    /// A `client-` event to relay.
+    ClientEvent(ClientEvent<'a>),
+    /// Any other event name.
+    Unknown(Cow<'a, str>),
+}
+
+/// The body of `pusher:subscribe`.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct Subscribe<'a> {
+    /// Channel to join.
+    #[serde(borrow)]
+    pub channel: Cow<'a, str>,
+    /// `"<key>:<hex signature>"`; empty or absent for public channels.
+    #[serde(borrow, default)]
+    pub auth: Option<Cow<'a, str>>,
+    /// Presence member data, exactly as signed: a JSON document inside a JSON string.
+    #[serde(borrow, default)]
+    pub channel_data: Option<Cow<'a, str>>,
+}
+
+/// A `client-` event as received.
+#[derive(Debug)]
+pub struct ClientEvent<'a> {
+    /// Event name (starts with `client-`).
+    pub event: Cow<'a, str>,
+    /// Target channel; `None` if the client left it out.
+    pub channel: Option<Cow<'a, str>>,
+    /// The data, untouched; `None` when absent or `null`.
+    pub data: Option<&'a RawValue>,
+}
+
+/// Why a message could not be decoded; the text goes back to the client in `pusher:error`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+#[derive(Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    event: Cow<'a, str>,
+    #[serde(borrow, default)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+}
+
+#[derive(Deserialize)]
+struct ChannelOnly<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
+}
+
+/// Decodes one text frame.
+pub fn decode(text: &str) -> Result<ClientMessage<'_>, DecodeError> {
+    let envelope: Envelope<'_> = serde_json::from_str(text).map_err(|e| {
+        DecodeError(format!(
+            "Invalid message: expected a JSON object with an \"event\" string ({e})"
+        ))
+    })?;
+    let data = envelope.data.filter(|d| d.get() != "null");
+    Ok(match envelope.event.as_ref() {
+        "pusher:ping" => ClientMessage::Ping,
+        "pusher:pong" => ClientMessage::Pong,
+        "pusher:subscribe" => ClientMessage::Subscribe(decode_data(data, "pusher:subscribe")?),
+        "pusher:unsubscribe" => {
+            let body: ChannelOnly<'_> = decode_data(data, "pusher:unsubscribe")?;
+            ClientMessage::Unsubscribe {
+                channel: body.channel,
+            }
+        }
+        "pusher:signin" => ClientMessage::Signin,
+        name if name.starts_with(super::names::CLIENT_EVENT_PREFIX) => {
+            ClientMessage::ClientEvent(ClientEvent {
+                event: envelope.event,
+                channel: envelope.channel,
+                data,
+            })
+        }
+        _ => ClientMessage::Unknown(envelope.event),
+    })
+}
+
+/// Decodes the `data` of a `pusher:` event: an object, or a string holding one.
+fn decode_data<'a, T: Deserialize<'a>>(
+    data: Option<&'a RawValue>,
+    event: &str,
+) -> Result<T, DecodeError> {
+    let bad = |e: serde_json::Error| DecodeError(format!("Invalid data for {event}: {e}"));
+    let raw = data.ok_or_else(|| DecodeError(format!("Missing data for {event}")))?;
+    if raw.get().starts_with('"') {
+        // A JSON-encoded string: decode the string, then its contents. The result cannot borrow
+        // from a temporary, so it goes through an owned value.
+        let inner: String = serde_json::from_str(raw.get()).map_err(bad)?;
+        let value: serde_json::Value = serde_json::from_str(&inner).map_err(bad)?;
+        return T::deserialize(value).map_err(bad);
+    }
+    serde_json::from_str(raw.get()).map_err(bad)
+}
+
+/// Presence member data parsed from `channel_data`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceMember {
+    /// The user id as a string (numbers are compared by their decimal text).
+    pub user_id: String,
+    /// The user id exactly as it appeared in `channel_data` (`"42"` or `42`), echoed in member
+    /// events.
+    pub user_id_json: String,
+    /// `user_info` as raw JSON, or `None` when absent.
+    pub user_info_json: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct ChannelData<'a> {
+    #[serde(borrow, default)]
+    user_id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    user_info: Option<&'a RawValue>,
+}
+
+/// Longest presence user id (PROTOCOL.md §7.2).
+pub const MAX_USER_ID_LENGTH: usize = 128;
+
+/// Parses presence `channel_data`: a JSON object with a string or integer `user_id` and an
+/// optional `user_info`.
+pub fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, DecodeError> {
+    let parsed: ChannelData<'_> = serde_json::from_str(channel_data)
+        .map_err(|e| DecodeError(format!("Invalid channel_data: {e}")))?;
+    let raw_id = parsed
+        .user_id
+        .ok_or_else(|| DecodeError("Invalid channel_data: user_id is required".into()))?;
+    let user_id = match serde_json::from_str::<serde_json::Value>(raw_id.get()) {
+        Ok(serde_json::Value::String(s)) if !s.is_empty() => s,
+        Ok(serde_json::Value::Number(n)) if n.is_u64() || n.is_i64() => n.to_string(),
+        _ => {
+            return Err(DecodeError(
+                "Invalid channel_data: user_id must be a non-empty string or an integer".into(),
+            ))
+        }
+    };
+    if user_id.len() > MAX_USER_ID_LENGTH {
+        return Err(DecodeError(format!(
+            "Invalid channel_data: user_id longer than {MAX_USER_ID_LENGTH} characters"
+        )));
+    }
+    Ok(PresenceMember {
+        user_id,
+        user_id_json: raw_id.get().to_string(),
+        user_info_json: parsed
+            .user_info
+            .filter(|i| i.get() != "null")
+            .map(|i| i.get().to_string()),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_subscribe_with_object_or_string_data() {
+        let object = r#"{"event":"pusher:subscribe","data":{"channel":"private-a","auth":"k:s"}}"#;
+        let string =
+            r#"{"event":"pusher:subscribe","data":"{\"channel\":\"private-a\",\"auth\":\"k:s\"}"}"#;
+        for text in [object, string] {
+            match decode(text).unwrap() {
+                ClientMessage::Subscribe(s) => {
+                    assert_eq!(s.channel, "private-a");
+                    assert_eq!(s.auth.as_deref(), Some("k:s"));
+                    assert_eq!(s.channel_data, None);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn keeps_channel_data_exactly_as_sent() {
+        let text = r#"{"event":"pusher:subscribe","data":{"channel":"presence-a","auth":"k:s","channel_data":"{\"user_id\":10,  \"user_info\":{\"name\":\"Mr. Channels\"}}"}}"#;
+        let ClientMessage::Subscribe(s) = decode(text).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            s.channel_data.as_deref(),
+            Some(r#"{"user_id":10,  "user_info":{"name":"Mr. Channels"}}"#)
+        );
+    }
+
+    #[test]
+    fn pings_and_client_events() {
+        for ping in [
+            r#"{"event":"pusher:ping","data":{}}"#,
+            r#"{"event":"pusher:ping","data":"{}"}"#,
+            r#"{"event":"pusher:ping"}"#,
+        ] {
+            assert!(matches!(decode(ping).unwrap(), ClientMessage::Ping));
+        }
+        let ClientMessage::ClientEvent(e) =
+            decode(r#"{"event":"client-x","channel":"private-a","data":{"x":1}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(e.data.unwrap().get(), r#"{"x":1}"#);
+        let ClientMessage::ClientEvent(e) =
+            decode(r#"{"event":"client-x","channel":"private-a","data":null}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert!(e.data.is_none());
+    }
+
+    #[test]
+    fn rejects_malformed_messages() {
+        for bad in [
+            "",
+            "nope",
+            "[]",
+            r#"{"channel":"a"}"#,
+            r#"{"event":5}"#,
+            r#"{"event":"pusher:subscribe"}"#,
+            r#"{"event":"pusher:subscribe","data":{"auth":"x"}}"#,
+            r#"{"event":"pusher:subscribe","data":"not json"}"#,
+            r#"{"event":"pusher:unsubscribe","data":{"channel":7}}"#,
+        ] {
+            assert!(decode(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            matches!(decode(r#"{"event":"hello"}"#).unwrap(), ClientMessage::Unknown(e) if e == "hello")
+        );
+    }
+
+    #[test]
+    fn channel_data_rules() {
+        let m = parse_channel_data(r#"{"user_id":10,"user_info":{"name":"A"}}"#).unwrap();
+        assert_eq!(m.user_id, "10");
+        assert_eq!(m.user_id_json, "10");
+        assert_eq!(m.user_info_json.as_deref(), Some(r#"{"name":"A"}"#));
+        let m = parse_channel_data(r#"{"user_id":"u1"}"#).unwrap();
+        assert_eq!(m.user_id_json, r#""u1""#);
+        assert_eq!(m.user_info_json, None);
+        for bad in [
+            "{}",
+            r#"{"user_id":""}"#,
+            r#"{"user_id":null}"#,
+            r#"{"user_id":1.5}"#,
+            r#"{"user_id":{}}"#,
+            "not json",
+        ] {
+            assert!(parse_channel_data(bad).is_err(), "{bad}");
+        }
+        let long = format!(r#"{{"user_id":"{}"}}"#, "u".repeat(129));
+        assert!(parse_channel_data(&long).is_err());
+    }
+}

@@ -1,0 +1,239 @@
+//! Encoding of server → client messages with the exact shapes PROTOCOL.md §1.4 and §2 give:
+//! `data` is a JSON-encoded string everywhere except in `pusher:error` (an object).
+//!
+//! Each function returns the JSON text of one message; the WebSocket framing is `ws::frame`'s.
+
+use crate::protocol::SocketId;
+
+/// Appends `text` as a JSON string literal (quoted and escaped).
+pub fn push_json_string(out: &mut String, text: &str) {
+    // serde_json's string escaping; writing a &str cannot fail.
+    out.push_str(&serde_json::to_string(text).expect("strings always serialize"));
+}
+
+fn json_string(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    push_json_string(&mut out, text);
+    out
+}
+
+/// `pusher:connection_established` with the socket id and activity timeout (seconds).
+pub fn connection_established(socket_id: SocketId, activity_timeout: u64) -> String {
+    let inner = format!(r#"{{"socket_id":"{socket_id}","activity_timeout":{activity_timeout}}}"#);
+    format!(
+        r#"{{"event":"pusher:connection_established","data":{}}}"#,
+        json_string(&inner)
+    )
+}
+
+/// `pusher:error` with an object `data`; `code` is `null` for non-fatal protocol errors.
+pub fn error(code: Option<u16>, message: &str) -> String {
+    let code = code.map_or_else(|| "null".to_string(), |c| c.to_string());
+    format!(
+        r#"{{"event":"pusher:error","data":{{"code":{code},"message":{}}}}}"#,
+        json_string(message)
+    )
+}
+
+/// `pusher:pong`, the answer to a client's `pusher:ping`.
+pub const PONG: &str = r#"{"event":"pusher:pong","data":"{}"}"#;
+
+/// `pusher:ping`, sent after a silence of `activity_timeout` seconds.
+pub const PING: &str = r#"{"event":"pusher:ping","data":"{}"}"#;
+
+/// `pusher_internal:subscription_succeeded` for a channel without presence.
+pub fn subscription_succeeded(channel: &str) -> String {
+    format!(
+        r#"{{"event":"pusher_internal:subscription_succeeded","channel":{},"data":"{{}}"}}"#,
+        json_string(channel)
+    )
+}
+
+/// `pusher_internal:subscription_succeeded` for a presence channel; `presence_json` is the
+/// `{"presence":{...}}` document.
+pub fn presence_subscription_succeeded(channel: &str, presence_json: &str) -> String {
+    format!(
+        r#"{{"event":"pusher_internal:subscription_succeeded","channel":{},"data":{}}}"#,
+        json_string(channel),
+        json_string(presence_json)
+    )
+}
+
+/// The `{"presence":{"ids":[…],"hash":{…},"count":N}}` document for `members`, given as
+/// (user id, `user_info` JSON) pairs of distinct users.
+pub fn presence_roster<'a>(members: impl Iterator<Item = (&'a str, Option<&'a str>)>) -> String {
+    let mut ids = String::from("[");
+    let mut hash = String::from("{");
+    let mut count = 0usize;
+    for (user_id, info) in members {
+        if count > 0 {
+            ids.push(',');
+            hash.push(',');
+        }
+        push_json_string(&mut ids, user_id);
+        push_json_string(&mut hash, user_id);
+        hash.push(':');
+        hash.push_str(info.unwrap_or("null"));
+        count += 1;
+    }
+    ids.push(']');
+    hash.push('}');
+    format!(r#"{{"presence":{{"ids":{ids},"hash":{hash},"count":{count}}}}}"#)
+}
+
+/// `pusher:subscription_error` (soketi's form, which Laravel Echo's `.error()` listens for;
+/// pusher-js passes it to the channel's listeners). `kind` is e.g. `AuthError`.
+pub fn subscription_error(channel: &str, kind: &str, message: &str, status: u16) -> String {
+    format!(
+        r#"{{"event":"pusher:subscription_error","channel":{},"data":{{"type":{},"error":{},"status":{status}}}}}"#,
+        json_string(channel),
+        json_string(kind),
+        json_string(message)
+    )
+}
+
+/// `pusher_internal:member_added`; ids and info are echoed exactly as received.
+pub fn member_added(channel: &str, user_id_json: &str, user_info_json: Option<&str>) -> String {
+    let mut inner = format!(r#"{{"user_id":{user_id_json}"#);
+    if let Some(info) = user_info_json {
+        inner.push_str(r#","user_info":"#);
+        inner.push_str(info);
+    }
+    inner.push('}');
+    format!(
+        r#"{{"event":"pusher_internal:member_added","channel":{},"data":{}}}"#,
+        json_string(channel),
+        json_string(&inner)
+    )
+}
+
+/// `pusher_internal:member_removed`.
+pub fn member_removed(channel: &str, user_id_json: &str) -> String {
+    let inner = format!(r#"{{"user_id":{user_id_json}}}"#);
+    format!(
+        r#"{{"event":"pusher_internal:member_removed","channel":{},"data":{}}}"#,
+        json_string(channel),
+        json_string(&inner)
+    )
+}
+
+/// The `data` of a channel event.
+#[derive(Debug, Clone, Copy)]
+pub enum EventData<'a> {
+    /// Text to send as a JSON string (HTTP API `data`, or a client's object re-encoded).
+    Text(&'a str),
+    /// A JSON string literal already quoted and escaped (a client's string `data`, relayed as is).
+    JsonString(&'a str),
+    /// No `data` member.
+    Absent,
+}
+
+/// A channel event: `{"event":…,"channel":…,"data":…[,"user_id":…]}`.
+pub fn channel_event(
+    event: &str,
+    channel: &str,
+    data: EventData<'_>,
+    user_id: Option<&str>,
+) -> String {
+    let mut out = String::with_capacity(event.len() + channel.len() + 64);
+    out.push_str(r#"{"event":"#);
+    push_json_string(&mut out, event);
+    out.push_str(r#","channel":"#);
+    push_json_string(&mut out, channel);
+    match data {
+        EventData::Text(text) => {
+            out.push_str(r#","data":"#);
+            push_json_string(&mut out, text);
+        }
+        EventData::JsonString(literal) => {
+            out.push_str(r#","data":"#);
+            out.push_str(literal);
+        }
+        EventData::Absent => {}
+    }
+    if let Some(user_id) = user_id {
+        out.push_str(r#","user_id":"#);
+        push_json_string(&mut out, user_id);
+    }
+    out.push('}');
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::Value;
+
+    fn parse(text: &str) -> Value {
+        serde_json::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn connection_established_data_is_a_string() {
+        let msg = parse(&connection_established(
+            SocketId::parse("123.456").unwrap(),
+            120,
+        ));
+        assert_eq!(msg["event"], "pusher:connection_established");
+        let data = parse(msg["data"].as_str().unwrap());
+        assert_eq!(data["socket_id"], "123.456");
+        assert_eq!(data["activity_timeout"], 120);
+    }
+
+    #[test]
+    fn error_data_is_an_object() {
+        let msg = parse(&error(Some(4001), "App key \"x\" not found"));
+        assert_eq!(msg["data"]["code"], 4001);
+        assert_eq!(msg["data"]["message"], "App key \"x\" not found");
+        assert!(parse(&error(None, "m"))["data"]["code"].is_null());
+    }
+
+    #[test]
+    fn subscription_succeeded_always_has_string_data() {
+        let msg = parse(&subscription_succeeded("my-channel"));
+        assert_eq!(msg["data"], "{}");
+        assert_eq!(msg["channel"], "my-channel");
+    }
+
+    #[test]
+    fn presence_roster_shape() {
+        let roster = presence_roster([("1", Some(r#"{"name":"A"}"#)), ("2", None)].into_iter());
+        let msg = parse(&presence_subscription_succeeded("presence-room", &roster));
+        let data = parse(msg["data"].as_str().unwrap());
+        assert_eq!(data["presence"]["ids"], serde_json::json!(["1", "2"]));
+        assert_eq!(data["presence"]["hash"]["1"]["name"], "A");
+        assert!(data["presence"]["hash"]["2"].is_null());
+        assert_eq!(data["presence"]["count"], 2);
+    }
+
+    #[test]
+    fn member_events_echo_the_user_id_and_use_string_data() {
+        let added = parse(&member_added("presence-r", "42", Some(r#"{"n":1}"#)));
+        let data = parse(added["data"].as_str().unwrap());
+        assert_eq!(data["user_id"], 42);
+        assert_eq!(data["user_info"]["n"], 1);
+        let removed = parse(&member_removed("presence-r", r#""u1""#));
+        assert_eq!(parse(removed["data"].as_str().unwrap())["user_id"], "u1");
+    }
+
+    #[test]
+    fn channel_event_forms() {
+        let e = parse(&channel_event(
+            "e",
+            "c",
+            EventData::Text(r#"{"a":"b"}"#),
+            None,
+        ));
+        assert_eq!(e["data"], r#"{"a":"b"}"#);
+        let e = parse(&channel_event(
+            "e",
+            "c",
+            EventData::JsonString(r#""hi\n""#),
+            Some("7"),
+        ));
+        assert_eq!(e["data"], "hi\n");
+        assert_eq!(e["user_id"], "7");
+        let e = parse(&channel_event("e", "c", EventData::Absent, None));
+        assert!(e.get("data").is_none());
+    }
+}

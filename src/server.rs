@@ -1,0 +1,191 @@
+//! Starting and stopping a Warren node in-process: binds one `SO_REUSEPORT` listener per shard,
+//! builds the shard mesh, starts one pinned glommio executor per shard, and hands back a
+//! [`ServerHandle`]. The binary, the tests and the load harness all start servers this way.
+
+use crate::app::AppRegistry;
+use crate::config::Config;
+use crate::shard::{self, mesh, ProcessState, ShardSetup};
+use glommio::{LocalExecutorBuilder, Placement};
+use socket2::{Domain, Socket, Type};
+use std::net::{IpAddr, SocketAddr};
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long start-up waits for the shards to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running node.
+pub struct ServerHandle {
+    local_addr: SocketAddr,
+    process: Arc<ProcessState>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+/// Why the server could not start.
+#[derive(Debug)]
+pub struct StartError(pub String);
+
+impl std::fmt::Display for StartError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for StartError {}
+
+/// Starts a node with `config`; returns once every shard accepts connections.
+pub fn start(config: Config) -> Result<ServerHandle, StartError> {
+    let config = Arc::new(config);
+    let shards = config.server.effective_shards();
+    let (local_addr, listeners) = bind_listeners(&config, shards)?;
+    let apps = Arc::new(AppRegistry::new(&config));
+    let process = Arc::new(ProcessState::default());
+    process.shards.store(shards, Ordering::Release);
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut threads = Vec::with_capacity(shards);
+    for (id, (ends, listener)) in mesh::build(shards).into_iter().zip(listeners).enumerate() {
+        let setup = ShardSetup {
+            id,
+            shards,
+            config: config.clone(),
+            apps: apps.clone(),
+            process: process.clone(),
+            mesh: ends,
+            listener,
+        };
+        let placement = if shards <= cpus {
+            Placement::Fixed(id)
+        } else {
+            Placement::Unbound
+        };
+        threads.push(spawn_shard(
+            setup,
+            placement,
+            config.server.io_memory_kib * 1024,
+        )?);
+    }
+    let handle = ServerHandle {
+        local_addr,
+        process,
+        threads,
+    };
+    handle.wait_listening()?;
+    Ok(handle)
+}
+
+/// Binds `shards` listeners on the configured address. The first one picks the port when the
+/// configuration says 0; the others share it.
+fn bind_listeners(
+    config: &Config,
+    shards: usize,
+) -> Result<(SocketAddr, Vec<OwnedFd>), StartError> {
+    let ip: IpAddr = config
+        .server
+        .bind
+        .parse()
+        .map_err(|_| StartError(format!("invalid bind address {}", config.server.bind)))?;
+    let mut addr = SocketAddr::new(ip, config.server.port);
+    let mut listeners = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let socket = bind_one(addr, config.server.listen_backlog)
+            .map_err(|e| StartError(format!("cannot listen on {addr}: {e}")))?;
+        addr = socket
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .unwrap_or(addr);
+        listeners.push(OwnedFd::from(socket));
+    }
+    Ok((addr, listeners))
+}
+
+fn bind_one(addr: SocketAddr, backlog: i32) -> std::io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket)
+}
+
+/// Starts one shard's executor thread. Creating io_uring rings can fail for a moment while a
+/// previous server's locked memory is being released, so start-up retries a few times.
+fn spawn_shard(
+    setup: ShardSetup,
+    placement: Placement,
+    io_memory: usize,
+) -> Result<std::thread::JoinHandle<()>, StartError> {
+    let name = format!("warren-shard-{}", setup.id);
+    std::thread::Builder::new()
+        .name(name.clone())
+        .spawn(move || {
+            let mut setup = Some(setup);
+            for attempt in 0..50 {
+                let builder = LocalExecutorBuilder::new(placement.clone())
+                    .name(&name)
+                    .io_memory(io_memory);
+                match builder.make() {
+                    Ok(executor) => {
+                        let setup = setup.take().expect("the shard starts once");
+                        executor.run(shard::run(setup));
+                        return;
+                    }
+                    Err(error) if attempt < 49 => {
+                        tracing::debug!(%error, attempt, "executor start failed; retrying");
+                        std::thread::sleep(Duration::from_millis(100));
+                    }
+                    Err(error) => tracing::error!(%error, "cannot start shard executor"),
+                }
+            }
+        })
+        .map_err(|e| StartError(format!("cannot start shard thread: {e}")))
+}
+
+impl ServerHandle {
+    /// The address the server listens on (with the real port when 0 was configured).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The flag that stops the server when set (for signal handlers).
+    pub fn stop_flag(&self) -> Arc<AtomicBool> {
+        self.process.stop.clone()
+    }
+
+    fn wait_listening(&self) -> Result<(), StartError> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !self.process.all_listening() {
+            if Instant::now() > deadline || self.threads.iter().any(|t| t.is_finished()) {
+                self.process.stop.store(true, Ordering::Release);
+                return Err(StartError("shards did not start (see the log)".into()));
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(())
+    }
+
+    /// Blocks until the server stops (after the stop flag is set and connections have closed).
+    pub fn wait(mut self) {
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops the server gracefully: every client gets close code 4200; returns when done.
+    pub fn shutdown(self) {
+        self.process.stop.store(true, Ordering::Release);
+        self.wait();
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.process.stop.store(true, Ordering::Release);
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}

@@ -1,0 +1,537 @@
+//! The shard runtime: one glommio executor per core, each owning its connections, its channel
+//! table and the presence rosters of the channels whose home it is. Shards share nothing mutable;
+//! they talk through the [`mesh`] with [`ShardMsg`]s.
+//!
+//! A publish is encoded once into a [`SharedFrame`]; the publishing shard hands the same bytes to
+//! every other shard and writes them to its own subscribers.
+
+pub mod mesh;
+
+use crate::app::{App, AppRegistry};
+use crate::channels::home_shard;
+use crate::channels::presence::{Joined, Left, PresenceRosters};
+use crate::channels::table::ChannelTable;
+use crate::config::Config;
+use crate::connection::{self, Connection};
+use crate::protocol::inbound::PresenceMember;
+use crate::protocol::outbound::{self, EventData};
+use crate::protocol::SocketId;
+use crate::ws::frame::{shared_text_frame, SharedFrame};
+use ahash::AHashMap;
+use glommio::net::TcpListener;
+use mesh::{Mesh, MeshEnds};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often each shard refreshes its clock and checks for a stop request.
+const TICK: Duration = Duration::from_millis(100);
+
+/// Liveness sweeps run every this many ticks.
+const TICKS_PER_SWEEP: u32 = 10;
+
+/// Writes between two cooperative yields while fanning out to a large channel.
+const WRITES_PER_YIELD: usize = 256;
+
+/// Messages between shards.
+#[derive(Debug)]
+pub enum ShardMsg {
+    /// Write `frame` to the local subscribers of `channel`, except `except`.
+    Deliver {
+        /// App registry index.
+        app: u32,
+        /// Channel name.
+        channel: Arc<str>,
+        /// The encoded frame, shared by every shard.
+        frame: SharedFrame,
+        /// Socket that must not receive it (the sender of a client event).
+        except: Option<SocketId>,
+    },
+    /// To the home shard: `socket` joins presence `channel` as `member`.
+    PresenceJoin {
+        /// App registry index.
+        app: u32,
+        /// Presence channel name.
+        channel: Arc<str>,
+        /// The member data from `channel_data`.
+        member: PresenceMember,
+        /// The joining socket (its shard gets the answer).
+        socket: SocketId,
+    },
+    /// From the home shard: the outcome of `socket`'s join.
+    PresenceJoined {
+        /// App registry index.
+        app: u32,
+        /// Presence channel name.
+        channel: Arc<str>,
+        /// The socket that asked.
+        socket: SocketId,
+        /// Member (with the roster) or full.
+        outcome: Joined,
+    },
+    /// To the home shard: one socket of `user_id` left presence `channel`.
+    PresenceLeave {
+        /// App registry index.
+        app: u32,
+        /// Presence channel name.
+        channel: Arc<str>,
+        /// The member's user id.
+        user_id: String,
+        /// The socket that left (excluded from `member_removed`).
+        socket: SocketId,
+    },
+}
+
+/// State shared by the whole process, read by the shards: set once, or flags.
+#[derive(Debug, Default)]
+pub struct ProcessState {
+    /// Set to ask every shard to stop gracefully.
+    pub stop: Arc<AtomicBool>,
+    /// Shards whose listener is accepting.
+    pub listening: AtomicUsize,
+    /// Total shards of this process.
+    pub shards: AtomicUsize,
+}
+
+impl ProcessState {
+    /// Whether every shard accepts connections.
+    pub fn all_listening(&self) -> bool {
+        let shards = self.shards.load(Ordering::Acquire);
+        shards > 0 && self.listening.load(Ordering::Acquire) == shards
+    }
+}
+
+/// Everything a shard thread needs to start.
+pub struct ShardSetup {
+    /// Index of this shard.
+    pub id: usize,
+    /// Number of shards.
+    pub shards: usize,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The apps, shared read-only.
+    pub apps: Arc<AppRegistry>,
+    /// Process-wide flags.
+    pub process: Arc<ProcessState>,
+    /// This shard's ends of the mesh.
+    pub mesh: MeshEnds,
+    /// This shard's listening socket (bound with `SO_REUSEPORT`).
+    pub listener: OwnedFd,
+}
+
+/// One shard's state. Lives in an `Rc` on its executor; never leaves its thread.
+pub struct Shard {
+    /// Index of this shard.
+    pub id: usize,
+    /// Number of shards.
+    pub shards: usize,
+    /// Validated configuration.
+    pub config: Arc<Config>,
+    /// The apps.
+    pub apps: Arc<AppRegistry>,
+    /// Process-wide flags.
+    pub process: Arc<ProcessState>,
+    connections: RefCell<AHashMap<u64, Rc<Connection>>>,
+    channels: RefCell<ChannelTable<Rc<Connection>>>,
+    presence: RefCell<PresenceRosters>,
+    mesh: OnceCell<Mesh>,
+    now: Cell<Instant>,
+    next_counter: Cell<u64>,
+}
+
+/// Runs one shard until the process is asked to stop and its connections have closed.
+pub async fn run(setup: ShardSetup) {
+    let shard = Rc::new(Shard {
+        id: setup.id,
+        shards: setup.shards,
+        channels: RefCell::new(ChannelTable::new(setup.apps.iter().count())),
+        config: setup.config,
+        apps: setup.apps,
+        process: setup.process,
+        connections: RefCell::new(AHashMap::new()),
+        presence: RefCell::new(PresenceRosters::default()),
+        mesh: OnceCell::new(),
+        now: Cell::new(Instant::now()),
+        next_counter: Cell::new(1),
+    });
+    let weak = Rc::downgrade(&shard);
+    let mesh = Mesh::start(setup.mesh, move |msg| {
+        let shard = weak.upgrade();
+        async move {
+            if let Some(shard) = shard {
+                shard.handle_message(msg).await;
+            }
+        }
+    });
+    let _ = shard.mesh.set(mesh);
+    // SAFETY: the fd is a listening TCP socket whose ownership `OwnedFd` hands over here; nothing
+    // else closes or uses it.
+    let listener = unsafe { TcpListener::from_raw_fd(setup.listener.into_raw_fd()) };
+    let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener));
+    shard.process.listening.fetch_add(1, Ordering::AcqRel);
+    tracing::debug!(shard = shard.id, "shard listening");
+    shard.tick_until_stopped().await;
+    drop(acceptor);
+    shard.process.listening.fetch_sub(1, Ordering::AcqRel);
+    shard.drain().await;
+}
+
+async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
+    loop {
+        match listener.accept().await {
+            Ok(stream) => {
+                let _ = stream.set_nodelay(true);
+                glommio::spawn_local(connection::io::serve(shard.clone(), stream)).detach();
+            }
+            Err(error) => {
+                // Out of file descriptors, most likely: wait for connections to close.
+                tracing::warn!(shard = shard.id, %error, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+impl Shard {
+    /// The shard's coarse clock (refreshed every 100 ms).
+    pub fn now(&self) -> Instant {
+        self.now.get()
+    }
+
+    /// A fresh socket id owned by this shard.
+    pub fn new_socket_id(&self) -> SocketId {
+        let counter = self.next_counter.get();
+        self.next_counter.set(counter + 1);
+        SocketId::new(self.id, counter, rand::random::<u32>() >> 1)
+    }
+
+    /// Connections currently open on this shard.
+    pub fn connection_count(&self) -> usize {
+        self.connections.borrow().len()
+    }
+
+    async fn tick_until_stopped(&self) {
+        let mut ticks = 0u32;
+        while !self.process.stop.load(Ordering::Acquire) {
+            glommio::timer::sleep(TICK).await;
+            self.now.set(Instant::now());
+            ticks += 1;
+            if ticks % TICKS_PER_SWEEP == 0 {
+                self.sweep_liveness();
+            }
+        }
+    }
+
+    fn sweep_liveness(&self) {
+        let now = self.now();
+        let activity = Duration::from_secs(self.config.server.activity_timeout);
+        let pong = Duration::from_secs(self.config.server.pong_timeout);
+        for conn in self.connections.borrow().values() {
+            conn.check_liveness(now, activity, pong);
+        }
+    }
+
+    /// Closes every connection with 4200 and waits (up to the grace period) for them to finish.
+    async fn drain(&self) {
+        let open: Vec<Rc<Connection>> = self.connections.borrow().values().cloned().collect();
+        tracing::info!(
+            shard = self.id,
+            connections = open.len(),
+            "closing connections for shutdown"
+        );
+        for conn in open {
+            conn.close(
+                crate::protocol::codes::SHUTTING_DOWN,
+                "Server shutting down",
+            );
+        }
+        let deadline = Instant::now() + Duration::from_secs(self.config.server.shutdown_grace + 1);
+        while self.connection_count() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Adds a new connection to this shard's table.
+    pub fn register(&self, conn: Rc<Connection>) {
+        self.connections.borrow_mut().insert(conn.local_id(), conn);
+    }
+
+    /// Removes a closed connection: leaves its channels and presence rosters.
+    pub async fn unregister(&self, conn: &Rc<Connection>) {
+        self.connections.borrow_mut().remove(&conn.local_id());
+        for subscription in conn.take_subscriptions() {
+            self.leave_channel(conn, subscription).await;
+        }
+    }
+
+    /// Adds `conn` to the local subscribers of `channel`.
+    pub fn add_local_subscriber(&self, conn: &Rc<Connection>, channel: &str) {
+        self.channels.borrow_mut().subscribe(
+            conn.app.index,
+            channel,
+            conn.local_id(),
+            conn.clone(),
+        );
+    }
+
+    /// Takes `conn` out of a channel it was subscribed to (or joining), leaving the presence
+    /// roster too.
+    pub async fn leave_channel(
+        &self,
+        conn: &Rc<Connection>,
+        subscription: connection::Subscription,
+    ) {
+        let app = conn.app.index;
+        if subscription.active {
+            self.channels
+                .borrow_mut()
+                .unsubscribe(app, &subscription.channel, conn.local_id());
+        }
+        if let Some(identity) = subscription.presence {
+            let channel: Arc<str> = Arc::from(&*subscription.channel);
+            self.presence_leave(app, channel, identity.user_id, conn.socket_id)
+                .await;
+        }
+    }
+
+    /// Publishes `event` with string `data` to each of `channels` of `app`, skipping the socket
+    /// `except`: the in-process entry point of the HTTP API. One frame is encoded per channel and
+    /// shared by every shard.
+    pub async fn publish(
+        &self,
+        app: &App,
+        channels: &[&str],
+        event: &str,
+        data: &str,
+        except: Option<SocketId>,
+    ) {
+        for channel in channels {
+            let frame = shared_text_frame(&outbound::channel_event(
+                event,
+                channel,
+                EventData::Text(data),
+                None,
+            ));
+            self.publish_frame(app.index, Arc::from(*channel), frame, except)
+                .await;
+        }
+    }
+
+    /// Hands an encoded frame to every other shard and writes it to this shard's subscribers.
+    pub async fn publish_frame(
+        &self,
+        app: u32,
+        channel: Arc<str>,
+        frame: SharedFrame,
+        except: Option<SocketId>,
+    ) {
+        if let Some(mesh) = self.mesh.get() {
+            for peer in mesh.peers() {
+                mesh.send(
+                    peer,
+                    ShardMsg::Deliver {
+                        app,
+                        channel: channel.clone(),
+                        frame: frame.clone(),
+                        except,
+                    },
+                );
+            }
+        }
+        self.deliver_local(app, &channel, &frame, except).await;
+    }
+
+    /// Writes `frame` to this shard's subscribers of `channel`, yielding now and then on large
+    /// channels so other connections keep being served.
+    async fn deliver_local(
+        &self,
+        app: u32,
+        channel: &str,
+        frame: &SharedFrame,
+        except: Option<SocketId>,
+    ) {
+        let snapshot: Vec<Rc<Connection>> = {
+            let table = self.channels.borrow();
+            let Some(local) = table.get(app, channel) else {
+                return;
+            };
+            if local.len() <= WRITES_PER_YIELD {
+                for conn in local.subscribers() {
+                    if Some(conn.socket_id) != except {
+                        conn.send_shared(frame);
+                    }
+                }
+                return;
+            }
+            local.subscribers().cloned().collect()
+        };
+        for (i, conn) in snapshot.iter().enumerate() {
+            if Some(conn.socket_id) != except {
+                conn.send_shared(frame);
+            }
+            if i % WRITES_PER_YIELD == WRITES_PER_YIELD - 1 {
+                glommio::yield_if_needed().await;
+            }
+        }
+    }
+
+    /// Starts `conn`'s join of presence `channel` at the channel's home shard; the answer comes
+    /// back as [`ShardMsg::PresenceJoined`].
+    pub async fn presence_join(&self, conn: &Connection, channel: &str, member: PresenceMember) {
+        let app = conn.app.index;
+        let channel: Arc<str> = Arc::from(channel);
+        let home = home_shard(app, &channel, self.shards);
+        if home == self.id {
+            self.home_join(app, channel, member, conn.socket_id).await;
+        } else {
+            self.send_to(
+                home,
+                ShardMsg::PresenceJoin {
+                    app,
+                    channel,
+                    member,
+                    socket: conn.socket_id,
+                },
+            );
+        }
+    }
+
+    async fn presence_leave(&self, app: u32, channel: Arc<str>, user_id: String, socket: SocketId) {
+        let home = home_shard(app, &channel, self.shards);
+        if home == self.id {
+            self.home_leave(app, channel, &user_id, socket).await;
+        } else {
+            self.send_to(
+                home,
+                ShardMsg::PresenceLeave {
+                    app,
+                    channel,
+                    user_id,
+                    socket,
+                },
+            );
+        }
+    }
+
+    fn send_to(&self, peer: usize, msg: ShardMsg) {
+        if let Some(mesh) = self.mesh.get() {
+            mesh.send(peer, msg);
+        }
+    }
+
+    async fn handle_message(&self, msg: ShardMsg) {
+        match msg {
+            ShardMsg::Deliver {
+                app,
+                channel,
+                frame,
+                except,
+            } => self.deliver_local(app, &channel, &frame, except).await,
+            ShardMsg::PresenceJoin {
+                app,
+                channel,
+                member,
+                socket,
+            } => self.home_join(app, channel, member, socket).await,
+            ShardMsg::PresenceJoined {
+                app,
+                channel,
+                socket,
+                outcome,
+            } => self.finish_presence_join(app, &channel, socket, outcome),
+            ShardMsg::PresenceLeave {
+                app,
+                channel,
+                user_id,
+                socket,
+            } => self.home_leave(app, channel, &user_id, socket).await,
+        }
+    }
+
+    /// At the home shard: adds the member, announces a new user to the channel (before the
+    /// answer, so the joining socket, not yet subscribed, never sees its own `member_added`),
+    /// then answers the joining socket's shard.
+    async fn home_join(
+        &self,
+        app: u32,
+        channel: Arc<str>,
+        member: PresenceMember,
+        socket: SocketId,
+    ) {
+        let max_members = self.apps.by_index(app).config.max_presence_members;
+        let outcome = self
+            .presence
+            .borrow_mut()
+            .join(app, &channel, &member, max_members);
+        if let Joined::Member {
+            first_socket: true, ..
+        } = outcome
+        {
+            let text = outbound::member_added(
+                &channel,
+                &member.user_id_json,
+                member.user_info_json.as_deref(),
+            );
+            self.publish_frame(app, channel.clone(), shared_text_frame(&text), Some(socket))
+                .await;
+        }
+        if socket.shard() == self.id {
+            self.finish_presence_join(app, &channel, socket, outcome);
+        } else {
+            self.send_to(
+                socket.shard(),
+                ShardMsg::PresenceJoined {
+                    app,
+                    channel,
+                    socket,
+                    outcome,
+                },
+            );
+        }
+    }
+
+    /// At the home shard: removes one socket of a member; announces the user's departure when it
+    /// was their last.
+    async fn home_leave(&self, app: u32, channel: Arc<str>, user_id: &str, socket: SocketId) {
+        let left = self.presence.borrow_mut().leave(app, &channel, user_id);
+        if let Left::LastSocket { user_id_json } = left {
+            let text = outbound::member_removed(&channel, &user_id_json);
+            self.publish_frame(app, channel, shared_text_frame(&text), Some(socket))
+                .await;
+        }
+    }
+
+    /// At the joining socket's shard: completes (or refuses) the subscription.
+    fn finish_presence_join(&self, app: u32, channel: &str, socket: SocketId, outcome: Joined) {
+        let conn = self.connections.borrow().get(&socket.counter()).cloned();
+        let Some(conn) = conn.filter(|c| c.socket_id == socket && c.app.index == app) else {
+            return;
+        };
+        match outcome {
+            Joined::Member { roster_json, .. } => {
+                if conn.activate_subscription(channel) {
+                    self.add_local_subscriber(&conn, channel);
+                    conn.send_text(&outbound::presence_subscription_succeeded(
+                        channel,
+                        &roster_json,
+                    ));
+                }
+            }
+            Joined::Full => {
+                if conn.subscription(channel).is_some_and(|s| !s.active) {
+                    conn.remove_subscription(channel);
+                    let max = conn.app.config.max_presence_members;
+                    conn.send_text(&outbound::subscription_error(
+                        channel,
+                        "LimitReached",
+                        &format!("The presence channel is full (at most {max} members)"),
+                        crate::protocol::codes::OVER_CAPACITY,
+                    ));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,192 @@
+//! The HTTP/1.1 request head that opens every connection: parsed with httparse, then either a
+//! WebSocket upgrade (answered with `101 Switching Protocols`) or a plain HTTP request for the
+//! `http` module.
+
+/// Largest request head accepted, in bytes; beyond it the answer is 431.
+pub const MAX_HEAD_BYTES: usize = 8 * 1024;
+
+/// Most headers in one request head.
+const MAX_HEADERS: usize = 64;
+
+/// The parts of a request head that routing needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    /// Method, e.g. `GET`.
+    pub method: String,
+    /// Path without the query string.
+    pub path: String,
+    /// Query string without the `?` (empty when absent).
+    pub query: String,
+    /// HTTP minor version (0 or 1).
+    pub minor_version: u8,
+    /// `Sec-WebSocket-Key` when the request asks for a WebSocket upgrade.
+    pub websocket_key: Option<String>,
+    /// `Sec-WebSocket-Version`, when given.
+    pub websocket_version: Option<String>,
+    /// `Content-Length`, when given and valid.
+    pub content_length: Option<usize>,
+    /// Whether the client asked to close after this request (`Connection: close`, or HTTP/1.0
+    /// without keep-alive).
+    pub wants_close: bool,
+}
+
+impl RequestHead {
+    /// Whether this is a WebSocket upgrade request (`Upgrade: websocket` with a key).
+    pub fn is_websocket(&self) -> bool {
+        self.websocket_key.is_some()
+    }
+
+    /// The value of query parameter `name`, undecoded.
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v)
+    }
+}
+
+/// Why a request head was refused; `status` is the HTTP status to answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeadError {
+    /// HTTP status code.
+    pub status: u16,
+    /// Plain-text explanation.
+    pub message: &'static str,
+}
+
+/// Parses a request head from the front of `buf`. `Ok(None)` means more bytes are needed; on
+/// success the head's length in bytes is returned with it.
+pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let status = request.parse(buf).map_err(|e| match e {
+        httparse::Error::TooManyHeaders => HeadError {
+            status: 431,
+            message: "Too many request headers",
+        },
+        _ => HeadError {
+            status: 400,
+            message: "Malformed HTTP request",
+        },
+    })?;
+    let length = match status {
+        httparse::Status::Complete(length) => length,
+        httparse::Status::Partial if buf.len() >= MAX_HEAD_BYTES => {
+            return Err(HeadError {
+                status: 431,
+                message: "Request head too large",
+            })
+        }
+        httparse::Status::Partial => return Ok(None),
+    };
+    let target = request.path.unwrap_or("/");
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut head = RequestHead {
+        method: request.method.unwrap_or("").to_string(),
+        path: path.to_string(),
+        query: query.to_string(),
+        minor_version: request.version.unwrap_or(1),
+        websocket_key: None,
+        websocket_version: None,
+        content_length: None,
+        wants_close: request.version == Some(0),
+    };
+    let mut upgrade_websocket = false;
+    for header in request.headers.iter() {
+        let value = String::from_utf8_lossy(header.value).trim().to_string();
+        let name = header.name;
+        if name.eq_ignore_ascii_case("upgrade") {
+            upgrade_websocket = value.eq_ignore_ascii_case("websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            head.websocket_key = Some(value);
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            head.websocket_version = Some(value);
+        } else if name.eq_ignore_ascii_case("content-length") {
+            head.content_length = Some(value.parse().map_err(|_| HeadError {
+                status: 400,
+                message: "Invalid Content-Length",
+            })?);
+        } else if name.eq_ignore_ascii_case("connection") {
+            let lower = value.to_ascii_lowercase();
+            if lower.contains("close") {
+                head.wants_close = true;
+            } else if lower.contains("keep-alive") {
+                head.wants_close = false;
+            }
+        }
+    }
+    if !upgrade_websocket {
+        head.websocket_key = None;
+    }
+    Ok(Some((head, length)))
+}
+
+/// Checks the WebSocket-specific parts of an upgrade request and builds the `101` answer.
+pub fn accept_upgrade(head: &RequestHead) -> Result<Vec<u8>, HeadError> {
+    if head.method != "GET" {
+        return Err(HeadError {
+            status: 405,
+            message: "WebSocket upgrades must use GET",
+        });
+    }
+    if head.websocket_version.as_deref() != Some("13") {
+        return Err(HeadError {
+            status: 426,
+            message: "Unsupported WebSocket version (Sec-WebSocket-Version: 13 is required)",
+        });
+    }
+    let key = head.websocket_key.as_deref().unwrap_or_default();
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    Ok(format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
+    )
+    .into_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const UPGRADE: &[u8] = b"GET /app/app-key?protocol=7&client=js&version=8.4.0&flash=false HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+    #[test]
+    fn parses_an_upgrade_and_answers_with_the_rfc_accept_key() {
+        let (head, len) = parse_request_head(UPGRADE).unwrap().unwrap();
+        assert_eq!(len, UPGRADE.len());
+        assert!(head.is_websocket());
+        assert_eq!(head.path, "/app/app-key");
+        assert_eq!(head.query_param("protocol"), Some("7"));
+        assert_eq!(head.query_param("flash"), Some("false"));
+        assert_eq!(head.query_param("missing"), None);
+        let answer = String::from_utf8(accept_upgrade(&head).unwrap()).unwrap();
+        assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    }
+
+    #[test]
+    fn partial_heads_wait_and_oversized_heads_are_refused() {
+        assert_eq!(parse_request_head(&UPGRADE[..20]).unwrap(), None);
+        let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        huge.extend(std::iter::repeat(b'a').take(MAX_HEAD_BYTES));
+        assert_eq!(parse_request_head(&huge).unwrap_err().status, 431);
+    }
+
+    #[test]
+    fn garbage_and_plain_requests() {
+        assert_eq!(
+            parse_request_head(b"\x16\x03\x01\x00garbage\r\n\r\n")
+                .unwrap_err()
+                .status,
+            400
+        );
+        let (head, _) = parse_request_head(b"GET /health HTTP/1.0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!head.is_websocket());
+        assert!(head.wants_close);
+        let no_version =
+            String::from_utf8_lossy(UPGRADE).replace("Sec-WebSocket-Version: 13\r\n", "");
+        let (head, _) = parse_request_head(no_version.as_bytes()).unwrap().unwrap();
+        assert_eq!(accept_upgrade(&head).unwrap_err().status, 426);
+    }
+}
