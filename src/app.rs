@@ -19,6 +19,8 @@ pub struct App {
     pub config: AppConfig,
     /// Connections currently open on this node.
     connections: AtomicU64,
+    /// HTTP API event budget: the current second (high 32 bits) and events counted in it.
+    backend_events: AtomicU64,
 }
 
 impl App {
@@ -52,6 +54,26 @@ impl App {
         self.connections.fetch_sub(1, Ordering::AcqRel);
     }
 
+    /// Counts `events` HTTP API events in second `now_secs` against the app's per-second limit;
+    /// `false` (and nothing counted) when they would exceed it. Always `true` without a limit.
+    pub fn try_accept_backend_events(&self, events: u32, now_secs: u64) -> bool {
+        let Some(limit) = self.config.max_backend_events_per_second else {
+            return true;
+        };
+        let second = now_secs & 0xffff_ffff;
+        self.backend_events
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |packed| {
+                let count = if packed >> 32 == second {
+                    packed & 0xffff_ffff
+                } else {
+                    0
+                };
+                (count + u64::from(events) <= u64::from(limit))
+                    .then_some((second << 32) | (count + u64::from(events)))
+            })
+            .is_ok()
+    }
+
     /// Connections currently open on this node.
     pub fn connection_count(&self) -> u64 {
         self.connections.load(Ordering::Acquire)
@@ -78,6 +100,7 @@ impl AppRegistry {
                     index: i as u32,
                     config: c.clone(),
                     connections: AtomicU64::new(0),
+                    backend_events: AtomicU64::new(0),
                 })
             })
             .collect();
@@ -135,5 +158,20 @@ mod tests {
         assert_eq!(app.connection_count(), 2);
         assert!(registry.by_id("1").is_some());
         assert!(registry.by_key("nope").is_none());
+    }
+
+    #[test]
+    fn backend_event_limit_counts_per_second() {
+        let mut config = Config::embedded_default();
+        let registry = AppRegistry::new(&config);
+        assert!(registry.by_index(0).try_accept_backend_events(1_000_000, 5));
+        config.apps[0].max_backend_events_per_second = Some(10);
+        let registry = AppRegistry::new(&config);
+        let app = registry.by_index(0);
+        assert!(app.try_accept_backend_events(6, 100));
+        assert!(!app.try_accept_backend_events(5, 100));
+        assert!(app.try_accept_backend_events(4, 100));
+        assert!(!app.try_accept_backend_events(1, 100));
+        assert!(app.try_accept_backend_events(10, 101));
     }
 }

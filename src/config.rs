@@ -126,6 +126,13 @@ pub struct AppConfig {
     /// Largest presence `user_info`, in bytes of JSON.
     #[serde(default = "default_presence_user_info")]
     pub max_presence_user_info_bytes: usize,
+    /// Most events in one `batch_events` request.
+    #[serde(default = "default_batch_size")]
+    pub max_batch_size: usize,
+    /// Events the HTTP API accepts per second for this app on this node (`events` and
+    /// `batch_events` together); `None` for no limit. Beyond it: 429.
+    #[serde(default)]
+    pub max_backend_events_per_second: Option<u32>,
 }
 
 /// Accepts a TOML string or integer as text.
@@ -142,6 +149,10 @@ fn string_or_integer<'de, D: serde::Deserializer<'de>>(
         Id::Text(text) => text,
         Id::Number(number) => number.to_string(),
     })
+}
+
+fn default_batch_size() -> usize {
+    10
 }
 
 fn yes() -> bool {

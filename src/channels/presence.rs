@@ -134,6 +134,14 @@ impl PresenceRosters {
             .map_or(0, |r| r.members.len())
     }
 
+    /// The presence channels of `app` kept here, with their distinct user counts.
+    pub fn channels(&self, app: u32) -> impl Iterator<Item = (&str, usize)> {
+        self.rosters
+            .iter()
+            .filter(move |((a, _), _)| *a == app)
+            .map(|((_, name), roster)| (&**name, roster.members.len()))
+    }
+
     /// User ids of a channel's members, in join order.
     pub fn user_ids(&self, app: u32, channel: &str) -> Vec<String> {
         self.rosters

@@ -75,6 +75,13 @@ impl<C: Clone> ChannelTable<C> {
         self.apps[app as usize].get(channel)
     }
 
+    /// The channels of `app` that have local subscribers.
+    pub fn channels(&self, app: u32) -> impl Iterator<Item = (&str, &LocalChannel<C>)> {
+        self.apps[app as usize]
+            .iter()
+            .map(|(name, local)| (&**name, local))
+    }
+
     /// Number of channels with local subscribers, over all apps.
     pub fn channel_count(&self) -> usize {
         self.apps.iter().map(|m| m.len()).sum()

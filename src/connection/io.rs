@@ -50,42 +50,61 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let handshake_timeout = Duration::from_secs(shard.config.server.handshake_timeout);
     let mut buffered = Vec::new();
     loop {
-        let _ = stream.set_read_timeout(Some(handshake_timeout));
-        let head = match read_head(&mut stream, &mut buffered).await {
-            Ok(Some(head)) => head,
-            Ok(None) => return,
-            Err(error) => {
-                let _ = write_response(
+        // The whole request (head and body) must arrive within the handshake timeout, however
+        // slowly its bytes trickle in.
+        let request =
+            with_timeout(handshake_timeout, read_request(&mut stream, &mut buffered)).await;
+        let (head, body) = match request {
+            Some(Ok(Some(request))) => request,
+            Some(Ok(None)) => return,
+            Some(Err(error)) => return refuse_http(&mut stream, error).await,
+            None if buffered.is_empty() => return,
+            None => {
+                return refuse_http(
                     &mut stream,
-                    &http::Response::text(error.status, error.message),
-                    true,
+                    HeadError {
+                        status: 408,
+                        message: "Request not received in time",
+                    },
                 )
-                .await;
-                return;
+                .await
             }
         };
         if head.is_websocket() {
-            let _ = stream.set_read_timeout(None);
-            return websocket(&shard, stream, &head, buffered).await;
+            return websocket(&shard, stream, &head, body).await;
         }
-        let body = match read_body(&mut stream, &head, &mut buffered).await {
-            Ok(body) => body,
-            Err(error) => {
-                let _ = write_response(
-                    &mut stream,
-                    &http::Response::text(error.status, error.message),
-                    true,
-                )
-                .await;
-                return;
-            }
-        };
-        let response = http::respond(&shard, &head, &body);
+        let response = http::respond(&shard, &head, &body).await;
         let close = head.wants_close;
         if write_response(&mut stream, &response, close).await.is_err() || close {
             return;
         }
     }
+}
+
+/// Reads one request: its head and, for plain HTTP, its body. For a WebSocket upgrade the "body"
+/// is whatever the client sent after the head (frames it did not wait to send).
+async fn read_request(
+    stream: &mut TcpStream,
+    buffered: &mut Vec<u8>,
+) -> Result<Option<(RequestHead, Vec<u8>)>, HeadError> {
+    let Some(head) = read_head(stream, buffered).await? else {
+        return Ok(None);
+    };
+    let body = if head.is_websocket() {
+        std::mem::take(buffered)
+    } else {
+        read_body(stream, &head, buffered).await?
+    };
+    Ok(Some((head, body)))
+}
+
+async fn refuse_http(stream: &mut TcpStream, error: HeadError) {
+    let _ = write_response(
+        stream,
+        &http::Response::text(error.status, error.message),
+        true,
+    )
+    .await;
 }
 
 /// Reads until a whole request head is buffered; `Ok(None)` when the peer closed or timed out

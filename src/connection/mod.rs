@@ -204,6 +204,15 @@ impl Connection {
             .cloned()
     }
 
+    /// Whether this socket is `user_id`: it joined some presence channel as that user.
+    pub fn is_user(&self, user_id: &str) -> bool {
+        self.state
+            .borrow()
+            .subscriptions
+            .iter()
+            .any(|s| s.presence.as_ref().is_some_and(|p| p.user_id == user_id))
+    }
+
     /// Records a subscription (replacing one to the same channel).
     pub fn add_subscription(&self, subscription: Subscription) {
         let mut state = self.state.borrow_mut();

@@ -1,8 +1,35 @@
-//! Plain HTTP requests on the WebSocket port: health and readiness now; the Pusher REST API
-//! (`/apps/{id}/...`) is routed here by a later change.
+//! Plain HTTP requests on the WebSocket port: the Pusher REST API ([`api`]) under
+//! `/apps/{id}/...`, and the health and readiness probes.
+
+pub mod api;
+pub mod events;
 
 use crate::shard::Shard;
 use crate::ws::handshake::RequestHead;
+
+/// A refused API request: its status and plain-text reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: u16,
+    /// Plain-text body (the SDKs surface it verbatim).
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with any status.
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// A 400.
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(400, message)
+    }
+}
 
 /// Largest request body accepted, in bytes; beyond it the answer is 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -73,7 +100,10 @@ fn reason_phrase(status: u16) -> &'static str {
 }
 
 /// Answers one HTTP request.
-pub fn respond(shard: &Shard, head: &RequestHead, _body: &[u8]) -> Response {
+pub async fn respond(shard: &Shard, head: &RequestHead, body: &[u8]) -> Response {
+    if api::is_api_path(&head.path) {
+        return api::handle(shard, head, body).await;
+    }
     match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/health") => Response::text(200, "OK"),
         ("GET", "/ready") if shard.process.all_listening() => Response::text(200, "READY"),

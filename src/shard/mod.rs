@@ -6,6 +6,7 @@
 //! every other shard and writes them to its own subscribers.
 
 pub mod mesh;
+pub mod query;
 
 use crate::app::{App, AppRegistry};
 use crate::channels::home_shard;
@@ -71,6 +72,22 @@ pub enum ShardMsg {
         socket: SocketId,
         /// Member (with the roster) or full.
         outcome: Joined,
+    },
+    /// A scatter-gather question from shard `from`, to be answered with [`ShardMsg::Answer`].
+    Query {
+        /// The asking shard.
+        from: usize,
+        /// The question's id at the asking shard.
+        id: u64,
+        /// The question.
+        query: query::Query,
+    },
+    /// This shard's answer to question `id`.
+    Answer {
+        /// The question's id.
+        id: u64,
+        /// The answer.
+        answer: query::Answer,
     },
     /// To the home shard: one socket of `user_id` left presence `channel`.
     PresenceLeave {
@@ -138,6 +155,7 @@ pub struct Shard {
     channels: RefCell<ChannelTable<Rc<Connection>>>,
     presence: RefCell<PresenceRosters>,
     mesh: OnceCell<Mesh>,
+    queries: RefCell<query::PendingQueries>,
     now: Cell<Instant>,
     next_counter: Cell<u64>,
 }
@@ -154,6 +172,7 @@ pub async fn run(setup: ShardSetup) {
         connections: RefCell::new(AHashMap::new()),
         presence: RefCell::new(PresenceRosters::default()),
         mesh: OnceCell::new(),
+        queries: RefCell::new(query::PendingQueries::default()),
         now: Cell::new(Instant::now()),
         next_counter: Cell::new(1),
     });
@@ -219,7 +238,7 @@ impl Shard {
             glommio::timer::sleep(TICK).await;
             self.now.set(Instant::now());
             ticks += 1;
-            if ticks % TICKS_PER_SWEEP == 0 {
+            if ticks.is_multiple_of(TICKS_PER_SWEEP) {
                 self.sweep_liveness();
             }
         }
@@ -448,6 +467,13 @@ impl Shard {
                 user_id,
                 socket,
             } => self.home_leave(app, channel, &user_id, socket).await,
+            ShardMsg::Query { from, id, query } => {
+                let answer = self.answer_query(&query);
+                self.send_to(from, ShardMsg::Answer { id, answer });
+            }
+            ShardMsg::Answer { id, answer } => {
+                query::PendingQueries::record_answer(&self.queries, id, answer)
+            }
         }
     }
 

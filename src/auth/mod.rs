@@ -1,5 +1,8 @@
 //! Signatures: HMAC-SHA256 over the exact strings PROTOCOL.md §4 and §5 define, checked in
-//! constant time. Channel auth strings have the form `"<app key>:<lower-hex HMAC>"`.
+//! constant time. Channel auth strings have the form `"<app key>:<lower-hex HMAC>"`; signed HTTP
+//! API requests are [`request`]'s.
+
+pub mod request;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

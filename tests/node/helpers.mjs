@@ -1,0 +1,348 @@
+// Shared helpers for the Node.js end-to-end suite: start and stop the warren
+// binary, create pusher-js clients that authorize channels locally (HMAC with
+// the app secret, no auth endpoint), and wait for events with timeouts so a
+// missing event fails a test instead of hanging it.
+
+import { spawn } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { constants as fsConstants } from 'node:fs';
+import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { after, afterEach, before } from 'node:test';
+import Pusher from 'pusher-js';
+
+export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const SERVER_BIN = resolve(REPO_ROOT, process.env.WARREN_BIN ?? 'target/debug/warren');
+
+/** The server's embedded default app. */
+export const DEFAULT_APP = Object.freeze({ id: '1', key: 'app-key', secret: 'app-secret' });
+export const DISABLED_APP = Object.freeze({ id: '2', key: 'disabled-key', secret: 's2' });
+export const NO_CLIENT_EVENTS_APP = Object.freeze({ id: '3', key: 'noclient-key', secret: 's3' });
+
+/** A config with the default app plus a disabled app and one without client events. */
+export const MULTI_APP_CONFIG = `
+[server]
+activity_timeout = 120
+
+[[apps]]
+id = "${DEFAULT_APP.id}"
+key = "${DEFAULT_APP.key}"
+secret = "${DEFAULT_APP.secret}"
+
+[[apps]]
+id = "${DISABLED_APP.id}"
+key = "${DISABLED_APP.key}"
+secret = "${DISABLED_APP.secret}"
+enabled = false
+
+[[apps]]
+id = "${NO_CLIENT_EVENTS_APP.id}"
+key = "${NO_CLIENT_EVENTS_APP.key}"
+secret = "${NO_CLIENT_EVENTS_APP.secret}"
+enable_client_events = false
+`;
+
+/** Options for every e2e test: a hung test fails after this long. */
+export const E2E = Object.freeze({ timeout: 30_000 });
+
+const STARTUP_TIMEOUT_MS = 10_000;
+const STOP_TIMEOUT_MS = 5_000;
+const LOG_TAIL_CHARS = 20_000;
+
+// ---------------------------------------------------------------- timing
+
+export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Like sleep, but does not keep the process alive (for timeouts raced against other work). */
+const deadline = (ms) => new Promise((r) => setTimeout(r, ms).unref());
+
+/** Resolve once `cond()` returns a truthy value (polled); reject after `ms`. */
+export async function waitFor(cond, ms = 5_000, what = 'condition') {
+  const until = Date.now() + ms;
+  for (;;) {
+    const value = await cond();
+    if (value) return value;
+    if (Date.now() >= until) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+/**
+ * Resolve with `{event, data, metadata}` for whichever of `events` fires first
+ * on a pusher-js emitter (a channel, `pusher.connection`, ...); reject after `ms`.
+ */
+export function nextOf(emitter, events, ms = 5_000) {
+  return new Promise((resolvePromise, reject) => {
+    const listeners = events.map((event) => [event, (data, metadata) => finish({ event, data, metadata })]);
+    const unbindAll = () => listeners.forEach(([event, fn]) => emitter.unbind(event, fn));
+    const timer = setTimeout(() => {
+      unbindAll();
+      reject(new Error(`timed out after ${ms} ms waiting for ${events.map((e) => `'${e}'`).join(' or ')}`));
+    }, ms);
+    function finish(result) {
+      clearTimeout(timer);
+      unbindAll();
+      resolvePromise(result);
+    }
+    listeners.forEach(([event, fn]) => emitter.bind(event, fn));
+  });
+}
+
+/**
+ * An append-only list of observations (each with a `data` field): `.items`,
+ * `.count`, `.data` (the `data` fields) and a timed `atLeast(n, ms)` wait.
+ */
+function collector(label) {
+  const items = [];
+  return {
+    items,
+    get count() {
+      return items.length;
+    },
+    get data() {
+      return items.map((i) => i.data);
+    },
+    atLeast(n, ms = 5_000) {
+      return waitFor(() => items.length >= n, ms, `${n} x ${label} (saw ${items.length})`);
+    },
+  };
+}
+
+/** Record every `event` on a pusher-js emitter as `{data, metadata}` (see collector). */
+export function record(emitter, event) {
+  const c = collector(`'${event}'`);
+  emitter.bind(event, (data, metadata) => c.items.push({ data, metadata }));
+  return c;
+}
+
+/**
+ * Record the decoded protocol messages named `event` that a client receives on
+ * `channelName`, internal ones (`pusher_internal:*`) included. pusher-js hides
+ * some duplicates (a second member_removed for an unknown member), the raw
+ * messages do not.
+ */
+export function recordMessages(pusher, event, channelName) {
+  const c = collector(`message '${event}' on ${channelName}`);
+  pusher.connection.bind('message', (m) => {
+    if (m.event === event && m.channel === channelName) c.items.push(m);
+  });
+  return c;
+}
+
+// ---------------------------------------------------------------- server
+
+/** Find a free TCP port on 127.0.0.1 by binding to port 0 and closing. */
+export function freePort() {
+  return new Promise((resolvePromise, reject) => {
+    const srv = createServer();
+    srv.unref();
+    srv.on('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const { port } = srv.address();
+      srv.close(() => resolvePromise(port));
+    });
+  });
+}
+
+/**
+ * Start the warren binary on a free port and wait until GET /health is 200.
+ * `config` is optional TOML text, written to a temp file and passed as --config.
+ * Returns { port, log(), stop() }.
+ */
+export async function startServer({ config } = {}) {
+  await access(SERVER_BIN, fsConstants.X_OK).catch(() => {
+    throw new Error(`no executable at ${SERVER_BIN}: build it with \`cargo build\` or set WARREN_BIN`);
+  });
+  const port = await freePort();
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--shards', '2'];
+  let tmpDir = null;
+  if (config) {
+    tmpDir = await mkdtemp(join(tmpdir(), 'warren-e2e-'));
+    const path = join(tmpDir, 'warren.toml');
+    await writeFile(path, config);
+    args.push('--config', path);
+  }
+
+  const child = spawn(SERVER_BIN, args, {
+    cwd: REPO_ROOT,
+    env: { ...process.env, WARREN_LOG: process.env.WARREN_LOG ?? 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let output = '';
+  const append = (chunk) => {
+    output = (output + chunk).slice(-LOG_TAIL_CHARS);
+  };
+  child.stdout.on('data', append);
+  child.stderr.on('data', append);
+  const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  let exitInfo = null;
+  exited.then((info) => (exitInfo = info));
+  const spawnError = new Promise((r) => child.once('error', r));
+  const running = () => exitInfo === null && child.pid !== undefined;
+
+  const server = {
+    port,
+    log: () => output,
+    printLog(reason) {
+      process.stderr.write(`\n----- warren output (${reason}) -----\n${output}\n----- end -----\n`);
+    },
+    async stop() {
+      if (running()) {
+        child.kill('SIGTERM');
+        const timeout = deadline(STOP_TIMEOUT_MS).then(() => 'timeout');
+        if ((await Promise.race([exited, timeout])) === 'timeout') {
+          server.printLog(`did not exit ${STOP_TIMEOUT_MS} ms after SIGTERM, killing`);
+          child.kill('SIGKILL');
+          await Promise.race([exited, deadline(STOP_TIMEOUT_MS)]);
+        }
+      }
+      if (tmpDir) await rm(tmpDir, { recursive: true, force: true });
+      return exitInfo;
+    },
+  };
+
+  try {
+    await Promise.race([
+      waitFor(() => healthy(port), STARTUP_TIMEOUT_MS, `GET /health on port ${port}`),
+      spawnError.then((e) => {
+        throw new Error(`cannot start ${SERVER_BIN}: ${e.message}`);
+      }),
+      exited.then(({ code, signal }) => {
+        throw new Error(`warren exited during start-up (code ${code}, signal ${signal})`);
+      }),
+    ]);
+  } catch (e) {
+    server.printLog('start-up failed');
+    await server.stop();
+    throw e;
+  }
+  return server;
+}
+
+async function healthy(port) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}/health`);
+    await res.arrayBuffer();
+    return res.status === 200;
+  } catch {
+    return false;
+  }
+}
+
+// ---------------------------------------------------------------- auth
+
+const hmacHex = (secret, text) => createHmac('sha256', secret).update(text).digest('hex');
+
+/** `key:hex(HMAC(secret, socketId:channel[:channelData]))`, per PROTOCOL.md §4. */
+export function channelAuth({ key, secret }, socketId, channel, channelData) {
+  const toSign = channelData === undefined ? `${socketId}:${channel}` : `${socketId}:${channel}:${channelData}`;
+  return `${key}:${hmacHex(secret, toSign)}`;
+}
+
+/**
+ * A pusher-js `channelAuthorization.customHandler` that signs locally.
+ * `user` ({id, info}) is required for presence channels; `secretFor(channel)`
+ * picks the signing secret (tests use it to forge a bad signature).
+ */
+export function localAuthorizer({ app, user, secretFor = () => app.secret }) {
+  return ({ socketId, channelName }, callback) => {
+    const signer = { key: app.key, secret: secretFor(channelName) };
+    if (channelName.startsWith('presence-')) {
+      if (!user) return callback(new Error(`no user given for ${channelName}`), null);
+      const channelData = JSON.stringify({ user_id: user.id, user_info: user.info ?? {} });
+      callback(null, { auth: channelAuth(signer, socketId, channelName, channelData), channel_data: channelData });
+    } else {
+      callback(null, { auth: channelAuth(signer, socketId, channelName) });
+    }
+  };
+}
+
+// ---------------------------------------------------------------- clients
+
+/** Create a pusher-js client for the server on `port` (does not wait for it to connect). */
+export function createClient(port, { app = DEFAULT_APP, user, secretFor } = {}) {
+  return new Pusher(app.key, {
+    wsHost: '127.0.0.1',
+    wsPort: port,
+    forceTLS: false,
+    enabledTransports: ['ws'],
+    disableStats: true,
+    cluster: 'mt1',
+    channelAuthorization: { customHandler: localAuthorizer({ app, user, secretFor }) },
+  });
+}
+
+/** Wait until `pusher.connection.state` is one of `states`. */
+export function waitForState(pusher, states, ms = 5_000) {
+  const wanted = [].concat(states);
+  return waitFor(
+    () => wanted.includes(pusher.connection.state),
+    ms,
+    `connection state ${wanted.join('|')} (is ${pusher.connection.state})`,
+  );
+}
+
+/** Subscribe and wait for `pusher:subscription_succeeded`; resolves with the channel. */
+export async function subscribed(pusher, channelName, ms = 5_000) {
+  const channel = pusher.subscribe(channelName);
+  const { event, data } = await nextOf(channel, ['pusher:subscription_succeeded', 'pusher:subscription_error'], ms);
+  if (event === 'pusher:subscription_error') {
+    throw new Error(`subscription to ${channelName} failed: ${JSON.stringify(data)}`);
+  }
+  return channel;
+}
+
+/**
+ * The close / error code carried by a pusher-js connection `error` event. A
+ * `pusher:error` frame gives {type:'PusherError', data:{code}}; a rejected
+ * handshake or a close code gives {type:'WebSocketError', error:{type:'PusherError', data:{code}}}.
+ */
+export function errorCode(err) {
+  return err?.data?.code ?? err?.error?.data?.code;
+}
+
+let uniqueCounter = 0;
+/** A channel name unique within this process, so tests sharing a server do not interfere. */
+export const uniqueName = (prefix) => `${prefix}-${process.pid}-${++uniqueCounter}`;
+
+// ---------------------------------------------------------------- per-file fixture
+
+/**
+ * Start one server for the test file (before/after hooks) and track clients so
+ * each test's clients are disconnected after it. On a failed test the server's
+ * recent output is printed. Returns { server, connect(opts), open(opts) }:
+ * `open` creates a client without waiting, `connect` waits for `connected`.
+ */
+export function useServer(options) {
+  const clients = [];
+  const ctx = {
+    server: null,
+    open(opts) {
+      const pusher = createClient(ctx.server.port, opts);
+      clients.push(pusher);
+      return pusher;
+    },
+    async connect(opts) {
+      const pusher = ctx.open(opts);
+      await waitForState(pusher, 'connected');
+      return pusher;
+    },
+  };
+  before(async () => {
+    ctx.server = await startServer(options);
+  });
+  afterEach((t) => {
+    for (const pusher of clients.splice(0)) pusher.disconnect();
+    if (t.passed === false && ctx.server) ctx.server.printLog(`after failed test "${t.name}"`);
+  });
+  after(async () => {
+    const info = await ctx.server?.stop();
+    if (info && info.code !== 0 && info.signal !== 'SIGTERM') {
+      ctx.server.printLog(`exited with code ${info.code}, signal ${info.signal}`);
+    }
+  });
+  return ctx;
+}
