@@ -151,6 +151,17 @@ async fn unsubscribe(shard: &Shard, conn: &Rc<Connection>, channel: &str) {
     }
 }
 
+/// The size of client-event data as the limit counts it: a string's decoded length, or the JSON
+/// text of anything else (which is what is relayed inside the string).
+fn relayed_data_len(data: &serde_json::value::RawValue) -> usize {
+    let raw = data.get();
+    match raw.strip_prefix('"').and_then(|r| r.strip_suffix('"')) {
+        Some(inner) if !inner.contains('\\') => inner.len(),
+        Some(_) => serde_json::from_str::<String>(raw).map_or(raw.len(), |s| s.len()),
+        None => raw.len(),
+    }
+}
+
 async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'_>) {
     let app = &conn.app.config;
     if !app.enable_client_events {
@@ -182,7 +193,7 @@ async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'
             ),
         );
     };
-    let data_len = event.data.map_or(0, |d| d.get().len());
+    let data_len = event.data.map_or(0, relayed_data_len);
     if data_len > app.max_event_payload_bytes {
         return conn.send_error(
             None,

@@ -4,6 +4,7 @@
 
 use super::handler;
 use super::{CloseRequest, Connection};
+use crate::app::App;
 use crate::http;
 use crate::protocol::{codes, outbound};
 use crate::shard::Shard;
@@ -12,10 +13,11 @@ use crate::ws::handshake::{self, HeadError, RequestHead};
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::RefCell;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::os::fd::AsRawFd;
 use std::pin::Pin;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -52,8 +54,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     loop {
         // The whole request (head and body) must arrive within the handshake timeout, however
         // slowly its bytes trickle in.
-        let request =
-            with_timeout(handshake_timeout, read_request(&mut stream, &mut buffered)).await;
+        let request = Box::pin(with_timeout(
+            handshake_timeout,
+            read_request(&mut stream, &mut buffered),
+        ))
+        .await;
         let (head, body) = match request {
             Some(Ok(Some(request))) => request,
             Some(Ok(None)) => return,
@@ -71,9 +76,14 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
             }
         };
         if head.is_websocket() {
-            return websocket(&shard, stream, &head, body).await;
+            // The session runs in a task of its own, so that an idle connection carries only the
+            // session's state, not this request loop's.
+            if let Some(app) = Box::pin(upgrade(&shard, &mut stream, head)).await {
+                glommio::spawn_local(session(shard, stream, app, body)).detach();
+            }
+            return;
         }
-        let response = http::respond(&shard, &head, &body).await;
+        let response = Box::pin(http::respond(&shard, &head, &body)).await;
         let close = head.wants_close;
         if write_response(&mut stream, &response, close).await.is_err() || close {
             return;
@@ -120,16 +130,15 @@ async fn read_head(
                 return Ok(Some(head));
             }
         }
-        let mut chunk = [0u8; 2048];
-        match stream.read(&mut chunk).await {
-            Ok(0) | Err(_) if buffered.is_empty() => return Ok(None),
-            Ok(0) | Err(_) => {
+        match read_more(stream, buffered, 2048).await {
+            0 if buffered.is_empty() => return Ok(None),
+            0 => {
                 return Err(HeadError {
                     status: 408,
                     message: "Incomplete request head",
                 })
             }
-            Ok(n) => buffered.extend_from_slice(&chunk[..n]),
+            _ => {}
         }
     }
 }
@@ -147,18 +156,25 @@ async fn read_body(
         });
     }
     while buffered.len() < length {
-        let mut chunk = [0u8; 4096];
-        match stream.read(&mut chunk).await {
-            Ok(n) if n > 0 => buffered.extend_from_slice(&chunk[..n]),
-            _ => {
-                return Err(HeadError {
-                    status: 408,
-                    message: "Incomplete request body",
-                })
-            }
+        if read_more(stream, buffered, length - buffered.len()).await == 0 {
+            return Err(HeadError {
+                status: 408,
+                message: "Incomplete request body",
+            });
         }
     }
     Ok(buffered.drain(..length).collect())
+}
+
+/// Appends up to `at_most` bytes read from `stream` to `buffered` (straight into its heap
+/// buffer, so no read buffer lives in the connection's future); returns the count, 0 on EOF or
+/// error.
+async fn read_more(stream: &mut TcpStream, buffered: &mut Vec<u8>, at_most: usize) -> usize {
+    let start = buffered.len();
+    buffered.resize(start + at_most.min(16 * 1024), 0);
+    let n = stream.read(&mut buffered[start..]).await.unwrap_or(0);
+    buffered.truncate(start + n);
+    n
 }
 
 async fn write_response(
@@ -169,50 +185,55 @@ async fn write_response(
     stream.write_all(&response.to_bytes(close)).await
 }
 
-/// Completes the upgrade, admits the client to its app (or refuses it with the Pusher code), and
-/// runs the session.
-async fn websocket(
-    shard: &Rc<Shard>,
+/// Runs an admitted WebSocket client's session to its end. (An `async move` block rather than an
+/// `async fn`: the block keeps its captures in place, where an `async fn` would also hold copies
+/// of its arguments for the whole session.)
+#[allow(clippy::manual_async_fn)]
+fn session(
+    shard: Rc<Shard>,
     mut stream: TcpStream,
-    head: &RequestHead,
+    app: Arc<App>,
     leftover: Vec<u8>,
-) {
-    let answer = match handshake::accept_upgrade(head) {
+) -> impl Future<Output = ()> {
+    async move {
+        let conn = Rc::new(Connection::new(
+            shard.new_socket_id(),
+            app.clone(),
+            stream.as_raw_fd(),
+            shard.config.server.send_queue_bytes,
+            shard.now(),
+        ));
+        shard.register(conn.clone());
+        conn.send_text(&outbound::connection_established(
+            conn.socket_id,
+            shard.config.server.activity_timeout,
+        ));
+        let end = run_session(&shard, &conn, &mut stream, leftover).await;
+        conn.mark_closed();
+        Box::pin(shard.unregister(&conn)).await;
+        app.release_connection();
+        Box::pin(finish(&shard, &conn, stream, end)).await;
+    }
+}
+
+/// Answers the upgrade and admits the client; `None` when it was refused (and told so). Takes the
+/// request head by value so that it is freed before the session starts.
+async fn upgrade(shard: &Shard, stream: &mut TcpStream, head: RequestHead) -> Option<Arc<App>> {
+    let answer = match handshake::accept_upgrade(&head) {
         Ok(answer) => answer,
         Err(error) => {
-            let _ = write_response(
-                &mut stream,
-                &http::Response::text(error.status, error.message),
-                true,
-            )
-            .await;
-            return;
+            refuse_http(stream, error).await;
+            return None;
         }
     };
-    if stream.write_all(&answer).await.is_err() {
-        return;
+    stream.write_all(&answer).await.ok()?;
+    match admit(shard, &head) {
+        Ok(app) => Some(app),
+        Err((code, message)) => {
+            refuse(shard, stream, code, &message).await;
+            None
+        }
     }
-    let app = match admit(shard, head) {
-        Ok(app) => app,
-        Err((code, message)) => return refuse(shard, stream, code, &message).await,
-    };
-    let conn = Rc::new(Connection::new(
-        shard.new_socket_id(),
-        app.clone(),
-        stream.as_raw_fd(),
-        shard.config.server.send_queue_bytes,
-        shard.now(),
-    ));
-    shard.register(conn.clone());
-    conn.send_text(&outbound::connection_established(
-        conn.socket_id,
-        shard.config.server.activity_timeout,
-    ));
-    let end = run_session(shard, &conn, &mut stream, leftover).await;
-    conn.mark_closed();
-    shard.unregister(&conn).await;
-    app.release_connection();
-    finish(shard, &conn, stream, end).await;
 }
 
 /// Checks the path, protocol version and app; reserves a connection slot.
@@ -261,11 +282,11 @@ fn admit(
 }
 
 /// Sends `pusher:error` and a close frame with the same code, then closes.
-async fn refuse(shard: &Shard, mut stream: TcpStream, code: u16, message: &str) {
+async fn refuse(shard: &Shard, stream: &mut TcpStream, code: u16, message: &str) {
     let mut bytes = frame::text_frame(&outbound::error(Some(code), message));
     bytes.extend(frame::close_frame(code, message));
     if stream.write_all(&bytes).await.is_ok() {
-        linger(shard, &mut stream).await;
+        linger(shard, stream).await;
     }
 }
 
@@ -278,7 +299,9 @@ async fn run_session(
     let max_message = shard.config.server.max_message_bytes;
     let mut decoder = FrameDecoder::default();
     let mut events = Vec::new();
-    if let Err(error) = decoder.feed(&leftover, max_message, &mut events) {
+    let fed = decoder.feed(&leftover, max_message, &mut events);
+    drop(leftover);
+    if let Err(error) = fed {
         return End::Protocol(error);
     }
     loop {
@@ -286,7 +309,9 @@ async fn run_session(
             conn.touch(shard.now());
         }
         for event in events.drain(..) {
-            if let Some(end) = handle_event(shard, conn, event).await {
+            // Boxed: the handlers' futures are large and short-lived; an idle connection's task
+            // should not carry their space.
+            if let Some(end) = Box::pin(handle_event(shard, conn, event)).await {
                 return end;
             }
         }
@@ -405,7 +430,7 @@ async fn linger(shard: &Shard, stream: &mut TcpStream) {
     let _ = stream.close().await;
     let grace = Duration::from_secs(shard.config.server.shutdown_grace);
     with_timeout(grace, async {
-        let mut sink = [0u8; 512];
+        let mut sink = vec![0u8; 512];
         while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
     })
     .await;

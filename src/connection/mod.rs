@@ -131,7 +131,7 @@ impl Connection {
             SendOutcome::Written => {}
             SendOutcome::Queued => wake(&state.waker),
             SendOutcome::OverBudget => {
-                state.queue.clear();
+                state.queue.discard_unstarted();
                 request_close(
                     &mut state,
                     Some(codes::OVER_CAPACITY),

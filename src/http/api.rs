@@ -5,8 +5,8 @@
 use super::events::{self, ApiEvent, InfoRequest};
 use super::{ApiError, Response};
 use crate::app::App;
-use crate::auth::request::{self, SignedRequest};
-use crate::protocol::names::ChannelKind;
+use crate::auth::request::{self, RequestAuthError, SignedRequest};
+use crate::protocol::names::{self, ChannelKind};
 use crate::shard::query::{merge_counts, Answer, ChannelCount, Query};
 use crate::shard::Shard;
 use crate::ws::handshake::RequestHead;
@@ -160,11 +160,16 @@ fn find_app<'a>(
     match app_id {
         Some(id) => shard.apps.by_id(id).ok_or_else(not_found),
         None => {
+            // Routed by the signing key: its absence or an unknown key is an auth failure.
             let key = params
                 .iter()
                 .find(|(k, _)| k == "auth_key")
-                .map(|(_, v)| v.as_str());
-            key.and_then(|k| shard.apps.by_key(k)).ok_or_else(not_found)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| ApiError::new(401, RequestAuthError::MissingKey.to_string()))?;
+            shard
+                .apps
+                .by_key(key)
+                .ok_or_else(|| ApiError::new(401, RequestAuthError::UnknownKey.to_string()))
         }
     }
 }
@@ -391,8 +396,11 @@ async fn channel_users(shard: &Shard, app: &App, channel: String) -> Result<Resp
 }
 
 async fn terminate(shard: &Shard, app: &App, user_id: String) -> Result<Response, ApiError> {
-    if user_id.is_empty() || user_id.len() > 200 {
-        return Err(ApiError::bad_request("Invalid user id"));
+    // User ids follow the channel-name rules (PROTOCOL.md §3.4).
+    if names::validate_channel_name(&user_id, 200).is_err() {
+        return Err(ApiError::bad_request(format!(
+            "Invalid user id: {user_id:?}"
+        )));
     }
     let answers = shard
         .gather(Query::TerminateUser {

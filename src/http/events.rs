@@ -284,9 +284,9 @@ mod tests {
     #[test]
     fn batches_are_limited_and_all_or_nothing() {
         let event = r#"{"name":"e","data":"x","channel":"c"}"#;
-        let ten = format!(r#"{{"batch":[{}]}}"#, vec![event; 10].join(","));
+        let ten = format!(r#"{{"batch":[{}]}}"#, [event; 10].join(","));
         assert_eq!(parse_batch_body(ten.as_bytes(), &app()).unwrap().len(), 10);
-        let eleven = format!(r#"{{"batch":[{}]}}"#, vec![event; 11].join(","));
+        let eleven = format!(r#"{{"batch":[{}]}}"#, [event; 11].join(","));
         assert_eq!(
             parse_batch_body(eleven.as_bytes(), &app())
                 .unwrap_err()

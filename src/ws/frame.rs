@@ -137,7 +137,7 @@ impl FrameDecoder {
                 out.push(match control {
                     Control::Ping => WsEvent::Ping(std::mem::take(payload)),
                     Control::Pong => WsEvent::Pong,
-                    Control::Close => WsEvent::Close(close_code(payload)),
+                    Control::Close => WsEvent::Close(close_code(payload)?),
                     Control::Reserved(_) => return Err(FrameError::protocol("reserved opcode")),
                 });
                 Ok(())
@@ -189,8 +189,21 @@ fn complete(message: Vec<u8>, is_text: bool) -> Result<WsEvent, FrameError> {
         })
 }
 
-fn close_code(payload: &[u8]) -> Option<u16> {
-    (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]))
+/// The code of a client's close frame; a 1-byte payload or a code that may not be sent on the
+/// wire (RFC 6455 §7.4) is a protocol error.
+fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
+    match payload {
+        [] => Ok(None),
+        [_] => Err(FrameError::protocol("close frame with a 1-byte payload")),
+        [a, b, ..] => {
+            let code = u16::from_be_bytes([*a, *b]);
+            if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                Ok(Some(code))
+            } else {
+                Err(FrameError::protocol("invalid close code"))
+            }
+        }
+    }
 }
 
 /// XORs a client frame's payload with its 4-byte mask (RFC 6455 §5.3). tungstenite keeps its own
@@ -361,6 +374,31 @@ mod tests {
         assert_eq!(
             feed_all(&bytes).unwrap(),
             vec![WsEvent::Binary, WsEvent::Pong, WsEvent::Close(Some(1000))]
+        );
+    }
+
+    #[test]
+    fn close_codes_that_may_not_be_sent_are_protocol_errors() {
+        for payload in [
+            vec![3u8],
+            1005u16.to_be_bytes().to_vec(),
+            999u16.to_be_bytes().to_vec(),
+            2000u16.to_be_bytes().to_vec(),
+        ] {
+            assert_eq!(
+                feed_all(&client_frame(8, true, &payload))
+                    .unwrap_err()
+                    .close_code,
+                1002
+            );
+        }
+        assert_eq!(
+            feed_all(&client_frame(8, true, b"")).unwrap(),
+            vec![WsEvent::Close(None)]
+        );
+        assert_eq!(
+            feed_all(&client_frame(8, true, &4000u16.to_be_bytes())).unwrap(),
+            vec![WsEvent::Close(Some(4000))]
         );
     }
 

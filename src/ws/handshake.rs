@@ -107,6 +107,13 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, He
                 status: 400,
                 message: "Invalid Content-Length",
             })?);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            // Every Pusher SDK sends Content-Length. Refusing other framings outright (and
+            // closing) means a body can never be mistaken for the next request.
+            return Err(HeadError {
+                status: 501,
+                message: "Transfer-Encoding is not supported: send the body with Content-Length",
+            });
         } else if name.eq_ignore_ascii_case("connection") {
             let lower = value.to_ascii_lowercase();
             if lower.contains("close") {
@@ -167,7 +174,7 @@ mod tests {
     fn partial_heads_wait_and_oversized_heads_are_refused() {
         assert_eq!(parse_request_head(&UPGRADE[..20]).unwrap(), None);
         let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
-        huge.extend(std::iter::repeat(b'a').take(MAX_HEAD_BYTES));
+        huge.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
         assert_eq!(parse_request_head(&huge).unwrap_err().status, 431);
     }
 

@@ -102,9 +102,21 @@ impl SendQueue {
         }
     }
 
-    /// Drops everything queued (the connection is closing).
-    pub fn clear(&mut self) {
+    /// Drops every frame not yet started, keeping the rest of a frame already partly written so
+    /// that the stream stays well-formed for a close frame queued after it.
+    pub fn discard_unstarted(&mut self) {
+        let keep = if self.offset > 0 {
+            self.frames.pop_front()
+        } else {
+            None
+        };
+        let offset = self.offset;
         *self = SendQueue::default();
+        if let Some(front) = keep {
+            self.bytes = front.bytes().len() - offset;
+            self.offset = offset;
+            self.frames.push_back(front);
+        }
     }
 }
 
@@ -168,6 +180,25 @@ mod tests {
             .filter(|o| matches!(o, SendOutcome::Written | SendOutcome::Queued))
             .count();
         assert_eq!(total_read, accepted * frame.len());
+    }
+
+    #[test]
+    fn discarding_keeps_a_partly_written_frame() {
+        let mut queue = SendQueue::default();
+        queue.frames.push_back(OutFrame::Owned(vec![1; 10]));
+        queue.frames.push_back(OutFrame::Owned(vec![2; 10]));
+        queue.bytes = 20;
+        queue.advance(4);
+        queue.discard_unstarted();
+        assert_eq!(queue.front(), Some(&[1u8; 6][..]));
+        assert_eq!(queue.queued_bytes(), 6);
+        queue.advance(6);
+        assert!(queue.is_empty());
+        queue.frames.push_back(OutFrame::Owned(vec![3; 10]));
+        queue.bytes = 10;
+        queue.discard_unstarted();
+        assert!(queue.is_empty());
+        assert_eq!(queue.queued_bytes(), 0);
     }
 
     #[test]
