@@ -4,7 +4,7 @@
 // missing event fails a test instead of hanging it.
 
 import { spawn } from 'node:child_process';
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { createServer } from 'node:net';
@@ -13,6 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, afterEach, before } from 'node:test';
 import Pusher from 'pusher-js';
+import PusherRest from 'pusher';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const SERVER_BIN = resolve(REPO_ROOT, process.env.WARREN_BIN ?? 'target/debug/warren');
@@ -346,3 +347,99 @@ export function useServer(options) {
   });
   return ctx;
 }
+
+// ---------------------------------------------------------------- HTTP API (PROTOCOL.md §5)
+
+/** Lower-hex MD5 of a string or buffer. */
+export const md5Hex = (body) => createHash('md5').update(body).digest('hex');
+
+/**
+ * A signed query string for an HTTP API request (PROTOCOL.md §5.1), built by
+ * hand rather than by the SDK so tests can forge bad ones. The string to sign
+ * is `METHOD\nPATH\nk=v&...` over every parameter but auth_signature, keys
+ * lower-cased and sorted, values unescaped; auth_key, auth_timestamp,
+ * auth_version=1.0 and (for a non-empty body) body_md5 are added.
+ *
+ * `opts`: `key`, `secret` (default: the default app), `timestamp` (Unix
+ * seconds, default now), `version` ('1.0'), `bodyMd5` (overrides the computed
+ * one; `null` leaves it out), `omit` (parameter names left out of the final
+ * query, after signing), `signature` (overrides the computed one).
+ */
+export function signRequest(method, path, params = {}, body = '', opts = {}) {
+  const { key = DEFAULT_APP.key, secret = DEFAULT_APP.secret, version = '1.0', omit = [] } = opts;
+  const timestamp = opts.timestamp ?? Math.floor(Date.now() / 1000);
+  const all = { ...params, auth_key: key, auth_timestamp: String(timestamp), auth_version: version };
+  const bodyMd5 = opts.bodyMd5 === undefined ? (body.length > 0 ? md5Hex(body) : undefined) : opts.bodyMd5;
+  if (bodyMd5 != null) all.body_md5 = bodyMd5;
+  const sorted = Object.entries(all)
+    .map(([k, v]) => [k.toLowerCase(), String(v)])
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => `${k}=${v}`)
+    .join('&');
+  all.auth_signature = opts.signature ?? hmacHex(secret, `${method.toUpperCase()}\n${path}\n${sorted}`);
+  for (const name of omit) delete all[name];
+  return new URLSearchParams(all).toString();
+}
+
+/**
+ * Send a hand-signed HTTP API request with fetch. `body` is a string (an object
+ * is JSON-encoded); `params` are the request's own query parameters; the other
+ * options go to signRequest. Resolves with `{status, text, json}` (`json` is
+ * undefined when the body is not JSON).
+ */
+export async function apiRequest(port, method, path, { params = {}, body = '', ...opts } = {}) {
+  const raw = typeof body === 'string' ? body : JSON.stringify(body);
+  const query = signRequest(method, path, params, raw, opts);
+  const res = await fetch(`http://127.0.0.1:${port}${path}?${query}`, {
+    method,
+    body: method === 'GET' ? undefined : raw,
+    headers: raw ? { 'content-type': 'application/json' } : {},
+  });
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, text, json };
+}
+
+/** The `pusher` server SDK (pusher-http-node) pointed at the server on `port`. */
+export function restClient(port, app = DEFAULT_APP, options = {}) {
+  return new PusherRest({
+    appId: app.id,
+    key: app.key,
+    secret: app.secret,
+    host: '127.0.0.1',
+    port: String(port),
+    useTLS: false,
+    ...options,
+  });
+}
+
+/**
+ * Record every non-`pusher:` event a pusher-js channel emits, as `{event, data}`
+ * (see collector); `.events` lists the event names.
+ */
+export function recordAll(channel) {
+  const c = collector(`events on ${channel.name}`);
+  channel.bind_global((event, data) => {
+    if (!event.startsWith('pusher:')) c.items.push({ event, data });
+  });
+  Object.defineProperty(c, 'events', { get: () => c.items.map((i) => i.event) });
+  return c;
+}
+
+/** TOML text for a config with these apps (objects of AppConfig fields) and `[server]` settings. */
+export function appsConfig(apps, server = { activity_timeout: 120 }) {
+  const value = (v) => (typeof v === 'string' ? JSON.stringify(v) : String(v));
+  const table = (name, fields) =>
+    `${name}\n${Object.entries(fields)
+      .map(([k, v]) => `${k} = ${value(v)}`)
+      .join('\n')}\n`;
+  return [table('[server]', server), ...apps.map((app) => table('[[apps]]', app))].join('\n');
+}
+
+/** The shard that owns a socket: the low 10 bits of the socket id's second part. */
+export const shardOf = (socketId) => Number(BigInt(socketId.split('.')[1]) & 1023n);
