@@ -1,0 +1,141 @@
+//! The few Pusher protocol 7 messages the harness sends and reads, and channel signing.
+
+use hmac::{Hmac, Mac};
+use serde::Deserialize;
+use serde_json::value::RawValue;
+use sha2::Sha256;
+use std::borrow::Cow;
+
+/// `pusher:connection_established`.
+pub const CONNECTION_ESTABLISHED: &str = "pusher:connection_established";
+/// `pusher_internal:subscription_succeeded`.
+pub const SUBSCRIPTION_SUCCEEDED: &str = "pusher_internal:subscription_succeeded";
+/// `pusher:error`.
+pub const ERROR: &str = "pusher:error";
+/// `pusher:ping`.
+pub const PING: &str = "pusher:ping";
+/// The text of a `pusher:pong`.
+pub const PONG_MESSAGE: &str = r#"{"event":"pusher:pong","data":{}}"#;
+
+/// A server message, borrowing from the frame; `data` is left as raw JSON.
+#[derive(Debug, Deserialize)]
+pub struct ServerMessage<'a> {
+    /// Event name.
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    /// Channel, for channel events.
+    #[serde(borrow, default)]
+    pub channel: Option<Cow<'a, str>>,
+    /// The `data` field as sent: a JSON string for most events, an object for `pusher:error`.
+    #[serde(borrow, default)]
+    pub data: Option<&'a RawValue>,
+}
+
+impl<'a> ServerMessage<'a> {
+    /// Parses a text frame's payload.
+    pub fn parse(text: &'a [u8]) -> serde_json::Result<Self> {
+        serde_json::from_slice(text)
+    }
+
+    /// `data` decoded once if it is a JSON string (the double encoding of §1.4), else as sent.
+    pub fn data_text(&self) -> Option<Cow<'a, str>> {
+        let raw = self.data?.get();
+        if raw.starts_with('"') {
+            serde_json::from_str::<Cow<'a, str>>(raw).ok()
+        } else {
+            Some(Cow::Borrowed(raw))
+        }
+    }
+
+    /// The socket id inside a `pusher:connection_established`.
+    pub fn socket_id(&self) -> Option<String> {
+        #[derive(Deserialize)]
+        struct Established {
+            socket_id: String,
+        }
+        let text = self.data_text()?;
+        serde_json::from_str::<Established>(&text)
+            .ok()
+            .map(|e| e.socket_id)
+    }
+
+    /// `code` of a `pusher:error`, if it has a numeric one.
+    pub fn error_code(&self) -> Option<u16> {
+        #[derive(Deserialize)]
+        struct ErrorData {
+            code: Option<u16>,
+        }
+        let text = self.data_text()?;
+        serde_json::from_str::<ErrorData>(&text).ok()?.code
+    }
+}
+
+/// `pusher:subscribe` for `channel`, with `auth` (`""` for public channels).
+pub fn subscribe_message(channel: &str, auth: &str) -> String {
+    serde_json::json!({
+        "event": "pusher:subscribe",
+        "data": { "channel": channel, "auth": auth },
+    })
+    .to_string()
+}
+
+/// A client event `event` on `channel` whose `data` is the JSON value `data_json`.
+pub fn client_event_message(event: &str, channel: &str, data_json: &str) -> String {
+    // `event` and `channel` come from our own command line; escape them anyway.
+    format!(
+        r#"{{"event":{},"channel":{},"data":{data_json}}}"#,
+        serde_json::Value::from(event),
+        serde_json::Value::from(channel)
+    )
+}
+
+/// The `auth` value of a private-channel subscription: `key:hex(HMAC-SHA256(secret,
+/// "socket_id:channel"))` (PROTOCOL.md §4).
+pub fn private_channel_auth(key: &str, secret: &str, socket_id: &str, channel: &str) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(socket_id.as_bytes());
+    mac.update(b":");
+    mac.update(channel.as_bytes());
+    format!("{key}:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signs_the_documented_test_vector() {
+        let auth = private_channel_auth(
+            "278d425bdf160c739803",
+            "7ad3773142a6692b25b8",
+            "1234.1234",
+            "private-foobar",
+        );
+        assert_eq!(
+            auth,
+            "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
+        );
+    }
+
+    #[test]
+    fn reads_established_and_errors() {
+        let text = br#"{"event":"pusher:connection_established","data":"{\"socket_id\":\"123.456\",\"activity_timeout\":120}"}"#;
+        let msg = ServerMessage::parse(text).unwrap();
+        assert_eq!(msg.event, CONNECTION_ESTABLISHED);
+        assert_eq!(msg.socket_id().as_deref(), Some("123.456"));
+        let text = br#"{"event":"pusher:error","data":{"code":4301,"message":"x"}}"#;
+        assert_eq!(ServerMessage::parse(text).unwrap().error_code(), Some(4301));
+    }
+
+    #[test]
+    fn builds_messages() {
+        let sub: serde_json::Value =
+            serde_json::from_str(&subscribe_message("private-a", "k:s")).unwrap();
+        assert_eq!(sub["data"]["channel"], "private-a");
+        let ev: serde_json::Value =
+            serde_json::from_str(&client_event_message("client-x", "private-a", r#"{"n":1}"#))
+                .unwrap();
+        assert_eq!(ev["data"]["n"], 1);
+    }
+}
