@@ -87,6 +87,7 @@ fn bind_listeners(
         .parse()
         .map_err(|_| StartError(format!("invalid bind address {}", config.server.bind)))?;
     let mut addr = SocketAddr::new(ip, config.server.port);
+    ensure_port_free(addr)?;
     let mut listeners = Vec::with_capacity(shards);
     for _ in 0..shards {
         let socket = bind_one(addr, config.server.listen_backlog)
@@ -99,6 +100,23 @@ fn bind_listeners(
         listeners.push(OwnedFd::from(socket));
     }
     Ok((addr, listeners))
+}
+
+/// Refuses to start on a port another process already listens on. With `SO_REUSEPORT` a second
+/// server would otherwise bind the same port and silently take half the connections; a probe bound
+/// without `SO_REUSEPORT` fails instead.
+fn ensure_port_free(addr: SocketAddr) -> Result<(), StartError> {
+    if addr.port() == 0 {
+        return Ok(());
+    }
+    let probe = Socket::new(Domain::for_address(addr), Type::STREAM, None)
+        .map_err(|e| StartError(format!("cannot create a socket: {e}")))?;
+    let _ = probe.set_reuse_address(true);
+    probe.bind(&addr.into()).map_err(|e| {
+        StartError(format!(
+            "cannot listen on {addr}: {e} (is another server running?)"
+        ))
+    })
 }
 
 fn bind_one(addr: SocketAddr, backlog: i32) -> std::io::Result<Socket> {
