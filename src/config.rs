@@ -29,6 +29,43 @@ pub struct Config {
     pub server: ServerConfig,
     /// The tenants served by this node.
     pub apps: Vec<AppConfig>,
+    /// Joining other nodes through Redis; absent for a single node (nothing about Redis starts).
+    #[serde(default)]
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Settings of the Redis-backed cluster.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// `redis://[user:password@]host[:port][/db]`.
+    pub redis_url: String,
+    /// Prefix of the Redis channel names, so several clusters can share one Redis.
+    #[serde(default = "default_cluster_prefix")]
+    pub prefix: String,
+    /// Seconds without hearing from a node before its presence members and subscriptions are
+    /// dropped.
+    #[serde(default = "default_node_timeout")]
+    pub node_timeout: u64,
+    /// Seconds between a node's heartbeats.
+    #[serde(default = "default_heartbeat_interval")]
+    pub heartbeat_interval: u64,
+    /// Seconds a cross-node query (channel counts) waits for the other nodes' answers.
+    #[serde(default = "default_query_timeout_ms")]
+    pub query_timeout_ms: u64,
+}
+
+fn default_cluster_prefix() -> String {
+    "warren".into()
+}
+fn default_node_timeout() -> u64 {
+    10
+}
+fn default_heartbeat_interval() -> u64 {
+    2
+}
+fn default_query_timeout_ms() -> u64 {
+    1000
 }
 
 /// Settings of the server process.
@@ -270,6 +307,9 @@ impl Config {
     /// Checks every rule a running server relies on; the first broken one is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        if let Some(cluster) = &self.cluster {
+            cluster.validate()?;
+        }
         if self.apps.is_empty() {
             return Err(ConfigError::new("apps", "at least one app is required"));
         }
@@ -338,6 +378,41 @@ impl ServerConfig {
             return Err(ConfigError::new(
                 key("send_queue_bytes"),
                 "must be at least max_message_bytes",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if redis::parse_redis_url(&self.redis_url).is_none()
+            || !self.redis_url.starts_with("redis://")
+        {
+            return Err(ConfigError::new(
+                "cluster.redis_url",
+                "must be a redis://host[:port][/db] URL",
+            ));
+        }
+        if self.prefix.is_empty() {
+            return Err(ConfigError::new("cluster.prefix", "must not be empty"));
+        }
+        if self.heartbeat_interval == 0 {
+            return Err(ConfigError::new(
+                "cluster.heartbeat_interval",
+                "must be greater than 0",
+            ));
+        }
+        if self.node_timeout < 2 * self.heartbeat_interval {
+            return Err(ConfigError::new(
+                "cluster.node_timeout",
+                "must be at least twice heartbeat_interval",
+            ));
+        }
+        if self.query_timeout_ms == 0 {
+            return Err(ConfigError::new(
+                "cluster.query_timeout_ms",
+                "must be greater than 0",
             ));
         }
         Ok(())
@@ -557,6 +632,28 @@ secret = "s""#,
             let err = Config::from_toml_str(text).unwrap_err();
             assert_eq!(err.key, key, "{text}: {err}");
         }
+    }
+
+    #[test]
+    fn cluster_section_is_optional_and_checked() {
+        let base = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        assert!(Config::from_toml_str(base).unwrap().cluster.is_none());
+        let ok = format!("{base}[cluster]\nredis_url = \"redis://127.0.0.1:6379/0\"\n");
+        let cluster = Config::from_toml_str(&ok).unwrap().cluster.unwrap();
+        assert_eq!(
+            (cluster.prefix.as_str(), cluster.node_timeout),
+            ("warren", 10)
+        );
+        let bad = format!("{base}[cluster]\nredis_url = \"http://x\"\n");
+        assert_eq!(
+            Config::from_toml_str(&bad).unwrap_err().key,
+            "cluster.redis_url"
+        );
+        let bad = format!("{base}[cluster]\nredis_url = \"redis://x\"\nnode_timeout = 1\n");
+        assert_eq!(
+            Config::from_toml_str(&bad).unwrap_err().key,
+            "cluster.node_timeout"
+        );
     }
 
     #[test]

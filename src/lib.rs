@@ -7,6 +7,7 @@
 pub mod app;
 pub mod auth;
 pub mod channels;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod http;

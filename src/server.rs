@@ -3,6 +3,7 @@
 //! [`ServerHandle`]. The binary, the tests and the load harness all start servers this way.
 
 use crate::app::AppRegistry;
+use crate::cluster::link::Link;
 use crate::config::Config;
 use crate::shard::{self, mesh, ProcessState, ShardSetup};
 use glommio::{LocalExecutorBuilder, Placement};
@@ -43,6 +44,15 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     let apps = Arc::new(AppRegistry::new(&config));
     let process = Arc::new(ProcessState::default());
     process.shards.store(shards, Ordering::Release);
+    let (cluster, mut cluster_inbound) = match &config.cluster {
+        Some(settings) => {
+            let (link, inbound) =
+                Link::start(settings, process.stop.clone()).map_err(StartError)?;
+            tracing::info!(node = %link.node_id, "clustered through Redis");
+            (Some(Arc::new(link)), Some(inbound))
+        }
+        None => (None, None),
+    };
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads = Vec::with_capacity(shards);
     for (id, (ends, listener)) in mesh::build(shards).into_iter().zip(listeners).enumerate() {
@@ -54,6 +64,12 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             process: process.clone(),
             mesh: ends,
             listener,
+            cluster: cluster.clone(),
+            cluster_inbound: if id == 0 {
+                cluster_inbound.take()
+            } else {
+                None
+            },
         };
         let placement = if shards <= cpus {
             Placement::Fixed(id)

@@ -9,9 +9,7 @@ use crate::protocol::inbound::{self, ClientEvent, ClientMessage, Subscribe};
 use crate::protocol::names::{self, ChannelKind};
 use crate::protocol::outbound::{self, EventData};
 use crate::shard::Shard;
-use crate::ws::frame::shared_text_frame;
 use std::rc::Rc;
-use std::sync::Arc;
 
 /// Handles one text message from the client.
 pub async fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
@@ -216,12 +214,13 @@ async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'
         None => EventData::Absent,
     };
     let user_id = subscription.presence.as_ref().map(|p| p.user_id.as_str());
-    let text = outbound::channel_event(&event.event, channel, data, user_id);
     shard
-        .publish_frame(
-            conn.app.index,
-            Arc::from(channel),
-            shared_text_frame(&text),
+        .publish_event(
+            &conn.app,
+            &[channel],
+            &event.event,
+            data,
+            user_id,
             Some(conn.socket_id),
         )
         .await;

@@ -6,6 +6,7 @@ use super::events::{self, ApiEvent, InfoRequest};
 use super::{ApiError, Response};
 use crate::app::App;
 use crate::auth::request::{self, RequestAuthError, SignedRequest};
+use crate::cluster::envelope::{RemoteCount, RemoteQuery};
 use crate::protocol::names::{self, ChannelKind};
 use crate::shard::query::{merge_counts, Answer, ChannelCount, Query};
 use crate::shard::Shard;
@@ -281,17 +282,34 @@ async fn channel_counts(
     app: &App,
     channels: &[String],
 ) -> ahash::AHashMap<Arc<str>, ChannelCount> {
-    let mut channels: Vec<Arc<str>> = channels.iter().map(|c| Arc::from(c.as_str())).collect();
-    channels.sort();
-    channels.dedup();
-    merge_counts(
-        shard
-            .gather(Query::ChannelCounts {
-                app: app.index,
-                channels,
-            })
-            .await,
-    )
+    let mut names: Vec<String> = channels.to_vec();
+    names.sort();
+    names.dedup();
+    let query = Query::ChannelCounts {
+        app: app.index,
+        channels: names.iter().map(|c| Arc::from(c.as_str())).collect(),
+    };
+    let mut counts = merge_counts(shard.gather(query).await);
+    let remote = RemoteQuery::ChannelCounts {
+        app: app.id().to_string(),
+        channels: names,
+    };
+    add_remote_counts(&mut counts, shard.gather_remote(remote).await);
+    counts
+}
+
+/// Adds other nodes' subscription counts (user counts are already cluster-wide: presence
+/// rosters are replicated).
+fn add_remote_counts(
+    counts: &mut ahash::AHashMap<Arc<str>, ChannelCount>,
+    remote: Vec<RemoteCount>,
+) {
+    for count in remote {
+        counts
+            .entry(Arc::from(count.channel.as_str()))
+            .or_default()
+            .subscriptions += count.subscriptions;
+    }
 }
 
 /// The requested attributes of one channel: `user_count` only for presence channels.
@@ -330,7 +348,13 @@ async fn list_channels(
             prefix: prefix.to_string(),
         })
         .await;
-    let mut channels: Vec<(Arc<str>, ChannelCount)> = merge_counts(answers)
+    let mut counts = merge_counts(answers);
+    let remote = RemoteQuery::ListChannels {
+        app: app.id().to_string(),
+        prefix: prefix.to_string(),
+    };
+    add_remote_counts(&mut counts, shard.gather_remote(remote).await);
+    let mut channels: Vec<(Arc<str>, ChannelCount)> = counts
         .into_iter()
         .filter(|(_, count)| count.subscriptions > 0)
         .collect();
@@ -402,19 +426,7 @@ async fn terminate(shard: &Shard, app: &App, user_id: String) -> Result<Response
             "Invalid user id: {user_id:?}"
         )));
     }
-    let answers = shard
-        .gather(Query::TerminateUser {
-            app: app.index,
-            user_id: user_id.clone(),
-        })
-        .await;
-    let closed: usize = answers
-        .iter()
-        .map(|a| match a {
-            Answer::Terminated(n) => *n,
-            _ => 0,
-        })
-        .sum();
+    let closed = shard.terminate_everywhere(app, &user_id).await;
     tracing::debug!(app = app.id(), %user_id, closed, "terminated user connections");
     Ok(Response::json(200, "{}".into()))
 }

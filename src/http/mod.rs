@@ -106,8 +106,13 @@ pub async fn respond(shard: &Shard, head: &RequestHead, body: &[u8]) -> Response
     }
     match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/health") => Response::text(200, "OK"),
-        ("GET", "/ready") if shard.process.all_listening() => Response::text(200, "READY"),
-        ("GET", "/ready") => Response::text(503, "NOT READY: not every shard is listening"),
+        ("GET", "/ready") if !shard.process.all_listening() => {
+            Response::text(503, "NOT READY: not every shard is listening")
+        }
+        ("GET", "/ready") if !shard.cluster_linked() => {
+            Response::text(503, "NOT READY: the cluster link to Redis is down")
+        }
+        ("GET", "/ready") => Response::text(200, "READY"),
         ("GET", path) if path.starts_with("/app/") => {
             Response::text(400, "WebSocket endpoint: connect with a WebSocket upgrade")
         }

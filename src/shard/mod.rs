@@ -7,10 +7,11 @@
 
 pub mod mesh;
 pub mod query;
+mod remote;
 
 use crate::app::{App, AppRegistry};
 use crate::channels::home_shard;
-use crate::channels::presence::{Joined, Left, PresenceRosters};
+use crate::channels::presence::{Joined, PresenceRosters};
 use crate::channels::table::ChannelTable;
 use crate::config::Config;
 use crate::connection::{self, Connection};
@@ -89,6 +90,39 @@ pub enum ShardMsg {
         /// The answer.
         answer: query::Answer,
     },
+    /// To a channel's home shard: another node's user joined or left it.
+    RemotePresence {
+        /// The other node.
+        node: Arc<str>,
+        /// The member.
+        entry: crate::cluster::envelope::PresenceEntry,
+        /// Joined (true) or left.
+        joined: bool,
+    },
+    /// To every shard: `node`'s members for the channels homed there (replaces what was known).
+    NodePresence {
+        /// The other node.
+        node: Arc<str>,
+        /// Its members.
+        entries: Vec<crate::cluster::envelope::PresenceEntry>,
+    },
+    /// To every shard: `node` is gone; drop its members.
+    NodeGone {
+        /// The node.
+        node: Arc<str>,
+    },
+    /// To every shard: the other nodes now alive.
+    Nodes {
+        /// Their ids.
+        nodes: Vec<Arc<str>>,
+    },
+    /// To the shard that asked: one node's answer to a cross-node query.
+    RemoteAnswer {
+        /// Question id.
+        id: u64,
+        /// That node's counts.
+        counts: Vec<crate::cluster::envelope::RemoteCount>,
+    },
     /// To the home shard: one socket of `user_id` left presence `channel`.
     PresenceLeave {
         /// App registry index.
@@ -137,6 +171,10 @@ pub struct ShardSetup {
     pub mesh: MeshEnds,
     /// This shard's listening socket (bound with `SO_REUSEPORT`).
     pub listener: OwnedFd,
+    /// The Redis link, when clustered.
+    pub cluster: Option<Arc<crate::cluster::link::Link>>,
+    /// For shard 0 of a clustered node: what the Redis subscriber receives.
+    pub cluster_inbound: Option<std::sync::mpsc::Receiver<crate::cluster::link::Inbound>>,
 }
 
 /// One shard's state. Lives in an `Rc` on its executor; never leaves its thread.
@@ -156,6 +194,9 @@ pub struct Shard {
     presence: RefCell<PresenceRosters>,
     mesh: OnceCell<Mesh>,
     queries: RefCell<query::PendingQueries>,
+    cluster: Option<Arc<crate::cluster::link::Link>>,
+    remote_nodes: RefCell<Vec<Arc<str>>>,
+    remote_queries: RefCell<remote::PendingRemote>,
     now: Cell<Instant>,
     next_counter: Cell<u64>,
 }
@@ -173,6 +214,9 @@ pub async fn run(setup: ShardSetup) {
         presence: RefCell::new(PresenceRosters::default()),
         mesh: OnceCell::new(),
         queries: RefCell::new(query::PendingQueries::default()),
+        cluster: setup.cluster,
+        remote_nodes: RefCell::new(Vec::new()),
+        remote_queries: RefCell::new(remote::PendingRemote::default()),
         now: Cell::new(Instant::now()),
         next_counter: Cell::new(1),
     });
@@ -189,6 +233,10 @@ pub async fn run(setup: ShardSetup) {
     // SAFETY: the fd is a listening TCP socket whose ownership `OwnedFd` hands over here; nothing
     // else closes or uses it.
     let listener = unsafe { TcpListener::from_raw_fd(setup.listener.into_raw_fd()) };
+    if let (Some(inbound), Some(cluster)) = (setup.cluster_inbound, &shard.config.cluster) {
+        let timeout = Duration::from_secs(cluster.node_timeout);
+        glommio::spawn_local(crate::cluster::bridge::run(shard.clone(), inbound, timeout)).detach();
+    }
     let acceptor = glommio::spawn_local(accept_loop(shard.clone(), listener));
     shard.process.listening.fetch_add(1, Ordering::AcqRel);
     tracing::debug!(shard = shard.id, "shard listening");
@@ -316,9 +364,12 @@ impl Shard {
         }
     }
 
-    /// Publishes `event` with string `data` to each of `channels` of `app`, skipping the socket
-    /// `except`: the in-process entry point of the HTTP API. One frame is encoded per channel and
-    /// shared by every shard.
+    /// Publishes `event` with string `data` to each of `channels` of `app` on every node,
+    /// skipping the socket `except`: the in-process entry point of the HTTP API. One frame is
+    /// encoded per channel and shared by every shard.
+    ///
+    /// Returns once every shard of this node has written (or queued) the frames, so that a
+    /// publish made after this one returns, on any shard, reaches each socket after it.
     pub async fn publish(
         &self,
         app: &App,
@@ -327,15 +378,10 @@ impl Shard {
         data: &str,
         except: Option<SocketId>,
     ) {
-        for channel in channels {
-            let frame = shared_text_frame(&outbound::channel_event(
-                event,
-                channel,
-                EventData::Text(data),
-                None,
-            ));
-            self.publish_frame(app.index, Arc::from(*channel), frame, except)
-                .await;
+        self.publish_event(app, channels, event, EventData::Text(data), None, except)
+            .await;
+        if self.shards > 1 {
+            self.gather(query::Query::Barrier).await;
         }
     }
 
@@ -361,6 +407,16 @@ impl Shard {
             }
         }
         self.deliver_local(app, &channel, &frame, except).await;
+    }
+
+    /// Writes `frame` to this shard's subscribers of `channel` in one go (for rare events such as
+    /// presence changes; publishes use [`Shard::deliver_local`], which yields).
+    fn deliver_now(&self, app: u32, channel: &str, frame: &SharedFrame) {
+        if let Some(local) = self.channels.borrow().get(app, channel) {
+            for conn in local.subscribers() {
+                conn.send_shared(frame);
+            }
+        }
     }
 
     /// Writes `frame` to this shard's subscribers of `channel`, yielding now and then on large
@@ -471,6 +527,16 @@ impl Shard {
                 let answer = self.answer_query(&query);
                 self.send_to(from, ShardMsg::Answer { id, answer });
             }
+            ShardMsg::RemotePresence {
+                node,
+                entry,
+                joined,
+            } => self.apply_remote_presence(&node, &entry, joined),
+            ShardMsg::NodePresence { node, entries } => self.replace_node_presence(&node, &entries),
+            message @ (ShardMsg::NodeGone { .. } | ShardMsg::Nodes { .. }) => {
+                self.apply_node_message(message)
+            }
+            ShardMsg::RemoteAnswer { id, counts } => self.record_remote_answer(id, counts),
             ShardMsg::Answer { id, answer } => {
                 query::PendingQueries::record_answer(&self.queries, id, answer)
             }
@@ -493,16 +559,30 @@ impl Shard {
             .borrow_mut()
             .join(app, &channel, &member, max_members);
         if let Joined::Member {
-            first_socket: true, ..
+            first_socket,
+            first_local,
+            ..
         } = outcome
         {
-            let text = outbound::member_added(
-                &channel,
-                &member.user_id_json,
-                member.user_info_json.as_deref(),
-            );
-            self.publish_frame(app, channel.clone(), shared_text_frame(&text), Some(socket))
-                .await;
+            if first_local {
+                self.share_presence_change(
+                    app,
+                    &channel,
+                    &member.user_id,
+                    &member.user_id_json,
+                    member.user_info_json.as_deref(),
+                    true,
+                );
+            }
+            if first_socket {
+                let text = outbound::member_added(
+                    &channel,
+                    &member.user_id_json,
+                    member.user_info_json.as_deref(),
+                );
+                self.publish_frame(app, channel.clone(), shared_text_frame(&text), Some(socket))
+                    .await;
+            }
         }
         if socket.shard() == self.id {
             self.finish_presence_join(app, &channel, socket, outcome);
@@ -523,7 +603,12 @@ impl Shard {
     /// was their last.
     async fn home_leave(&self, app: u32, channel: Arc<str>, user_id: &str, socket: SocketId) {
         let left = self.presence.borrow_mut().leave(app, &channel, user_id);
-        if let Left::LastSocket { user_id_json } = left {
+        if left.last_local {
+            // Receivers of a leave need only the user id.
+            let user_id_json = serde_json::to_string(user_id).expect("strings serialize");
+            self.share_presence_change(app, &channel, user_id, &user_id_json, None, false);
+        }
+        if let Some(user_id_json) = left.member_removed {
             let text = outbound::member_removed(&channel, &user_id_json);
             self.publish_frame(app, channel, shared_text_frame(&text), Some(socket))
                 .await;

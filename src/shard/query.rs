@@ -39,6 +39,11 @@ pub enum Query {
         /// Presence channel name.
         channel: Arc<str>,
     },
+    /// This node's presence members in the rosters each shard keeps (for a cluster snapshot).
+    LocalPresence,
+    /// Nothing: answered once every message sent before it has been handled, so a publish
+    /// followed by a barrier has been written (or queued) on every shard.
+    Barrier,
     /// Close every connection of this user.
     TerminateUser {
         /// App registry index.
@@ -66,6 +71,10 @@ pub enum Answer {
     Users(Vec<String>),
     /// For `TerminateUser`: connections closed.
     Terminated(usize),
+    /// For `Barrier`.
+    Done,
+    /// For `LocalPresence`: this shard's local members.
+    Presence(Vec<crate::cluster::envelope::PresenceEntry>),
 }
 
 /// Sums per-shard counts into node-wide counts per channel.
@@ -179,6 +188,8 @@ impl Shard {
             Query::TerminateUser { app, user_id } => {
                 Answer::Terminated(self.terminate_user(*app, user_id))
             }
+            Query::LocalPresence => Answer::Presence(self.local_presence()),
+            Query::Barrier => Answer::Done,
         }
     }
 
@@ -225,6 +236,23 @@ impl Shard {
             }
         }
         counts
+    }
+
+    fn local_presence(&self) -> Vec<crate::cluster::envelope::PresenceEntry> {
+        self.presence
+            .borrow()
+            .local_entries()
+            .into_iter()
+            .map(|(app, channel, user_id, user_id_json, user_info)| {
+                crate::cluster::envelope::PresenceEntry {
+                    app: self.apps.by_index(app).id().to_string(),
+                    channel: channel.into(),
+                    user_id,
+                    user_id_json,
+                    user_info,
+                }
+            })
+            .collect()
     }
 
     /// Closes this shard's connections of `user_id` in `app`: those that joined a presence

@@ -1,0 +1,189 @@
+//! The messages nodes exchange over Redis pub/sub, encoded as compact JSON. Every envelope names
+//! its origin node, so a node can drop its own messages when they come back.
+
+use serde::{Deserialize, Serialize};
+
+/// The `data` of a published event, in the form the frame needs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireData {
+    /// Text to send as a JSON string.
+    Text(String),
+    /// A JSON string literal, relayed as is.
+    JsonString(String),
+    /// No data.
+    Absent,
+}
+
+/// One node-level presence contribution: this node has at least one socket of the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PresenceEntry {
+    /// App id.
+    pub app: String,
+    /// Presence channel.
+    pub channel: String,
+    /// User id as a string.
+    pub user_id: String,
+    /// User id as first received (`"42"` or `42`).
+    pub user_id_json: String,
+    /// `user_info` JSON, if any.
+    pub user_info: Option<String>,
+}
+
+/// Counts one node reports for one channel.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteCount {
+    /// Channel name.
+    pub channel: String,
+    /// Subscriptions on the node.
+    pub subscriptions: usize,
+}
+
+/// A question one node asks all others.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RemoteQuery {
+    /// Subscription counts of these channels.
+    ChannelCounts {
+        /// App id.
+        app: String,
+        /// Channels.
+        channels: Vec<String>,
+    },
+    /// Channels with subscribers whose names start with `prefix`.
+    ListChannels {
+        /// App id.
+        app: String,
+        /// Name prefix.
+        prefix: String,
+    },
+}
+
+/// What an envelope carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "t")]
+pub enum Body {
+    /// An event for the subscribers of `channels` on every node.
+    Publish {
+        /// App id.
+        app: String,
+        /// Target channels.
+        channels: Vec<String>,
+        /// Event name.
+        event: String,
+        /// Event data.
+        data: WireData,
+        /// `user_id` added to client events on presence channels.
+        user_id: Option<String>,
+        /// Socket excluded from delivery.
+        except: Option<String>,
+    },
+    /// A user's first socket on the origin node joined a presence channel.
+    PresenceJoin(PresenceEntry),
+    /// A user's last socket on the origin node left a presence channel.
+    PresenceLeave(PresenceEntry),
+    /// Every presence contribution of the origin node, replacing what others knew of it.
+    PresenceSnapshot {
+        /// The contributions.
+        entries: Vec<PresenceEntry>,
+    },
+    /// Asks every node to publish its snapshot (sent by a node that just joined or reconnected).
+    Hello,
+    /// The origin node is alive.
+    Heartbeat,
+    /// The origin node is stopping: forget it now.
+    Goodbye,
+    /// A question for every node; answered with [`Body::Answer`].
+    Query {
+        /// Question id at the origin.
+        id: u64,
+        /// Shard of the origin that waits.
+        shard: usize,
+        /// The question.
+        query: RemoteQuery,
+    },
+    /// One node's answer to a [`Body::Query`].
+    Answer {
+        /// The asking node.
+        to: String,
+        /// The asking shard.
+        shard: usize,
+        /// The question id.
+        id: u64,
+        /// Counts by channel.
+        counts: Vec<RemoteCount>,
+    },
+    /// Close every connection of this user on every node.
+    Terminate {
+        /// App id.
+        app: String,
+        /// User id.
+        user_id: String,
+    },
+}
+
+/// One message on the bus.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Origin node id.
+    pub node: String,
+    /// Content.
+    #[serde(flatten)]
+    pub body: Body,
+}
+
+impl Envelope {
+    /// Encodes to JSON.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("envelopes always serialize")
+    }
+
+    /// Decodes from JSON; `None` for anything malformed (logged by the caller).
+    pub fn decode(bytes: &[u8]) -> Option<Envelope> {
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips() {
+        let envelopes = [
+            Envelope {
+                node: "n1".into(),
+                body: Body::Publish {
+                    app: "1".into(),
+                    channels: vec!["a".into(), "b".into()],
+                    event: "e".into(),
+                    data: WireData::JsonString(r#""x""#.into()),
+                    user_id: Some("u".into()),
+                    except: Some("1.2".into()),
+                },
+            },
+            Envelope {
+                node: "n2".into(),
+                body: Body::Heartbeat,
+            },
+            Envelope {
+                node: "n3".into(),
+                body: Body::Answer {
+                    to: "n1".into(),
+                    shard: 1,
+                    id: 7,
+                    counts: vec![RemoteCount {
+                        channel: "c".into(),
+                        subscriptions: 3,
+                    }],
+                },
+            },
+        ];
+        for envelope in envelopes {
+            assert_eq!(
+                Envelope::decode(envelope.encode().as_bytes()),
+                Some(envelope)
+            );
+        }
+        assert_eq!(Envelope::decode(b"{\"node\":\"x\",\"t\":\"Nope\"}"), None);
+        assert_eq!(Envelope::decode(b"garbage"), None);
+    }
+}

@@ -1,0 +1,295 @@
+//! The Redis link: two OS threads around the redis crate's synchronous client, off the shards.
+//!
+//! - The **publisher** drains the node's outbox (envelopes any shard queued), publishes them in
+//!   one pipeline, and publishes a heartbeat every `heartbeat_interval`.
+//! - The **subscriber** holds the subscription to the bus channel, decodes each envelope once,
+//!   drops the node's own, and queues the rest for shard 0.
+//!
+//! Both reconnect with a capped exponential backoff; a Redis restart or outage never touches the
+//! shards. The subscriber's read timeout (three heartbeats: every node's heartbeats, its own
+//! included, come back on the bus) detects a silently dead link.
+
+use super::envelope::{Body, Envelope};
+use crate::config::ClusterConfig;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most envelopes published in one pipeline.
+const MAX_BATCH: usize = 512;
+
+/// First and largest pause between reconnection attempts.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
+
+/// Connection timeout for Redis.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// What the subscriber hands to shard 0.
+#[derive(Debug)]
+pub enum Inbound {
+    /// The subscription is (re)established: announce this node.
+    Linked,
+    /// The link broke; it is being re-established.
+    Unlinked,
+    /// An envelope from another node.
+    Envelope(Envelope),
+}
+
+/// Counters of the link, read by the metrics and the tests.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// Envelopes published.
+    pub published: AtomicU64,
+    /// Envelopes dropped because Redis was unreachable.
+    pub dropped: AtomicU64,
+    /// Envelopes received from other nodes.
+    pub received: AtomicU64,
+    /// Reconnections (both threads).
+    pub reconnects: AtomicU64,
+}
+
+/// The process's end of the Redis link.
+#[derive(Debug)]
+pub struct Link {
+    /// This node's id (random per start, so a restarted node comes back clean).
+    pub node_id: String,
+    /// Whether the subscription is up.
+    pub connected: Arc<AtomicBool>,
+    /// Counters.
+    pub stats: Arc<LinkStats>,
+    outbox: Sender<String>,
+}
+
+impl Link {
+    /// Starts the two threads. `inbound` receives what the subscriber decodes.
+    pub fn start(
+        config: &ClusterConfig,
+        stop: Arc<AtomicBool>,
+    ) -> Result<(Link, Receiver<Inbound>), String> {
+        let client = redis::Client::open(config.redis_url.as_str())
+            .map_err(|e| format!("cluster.redis_url: {e}"))?;
+        let node_id = format!("{:016x}", rand::random::<u64>());
+        let channel = format!("{}:bus", config.prefix);
+        let heartbeat = Duration::from_secs(config.heartbeat_interval);
+        let connected = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(LinkStats::default());
+        let (outbox, pending) = mpsc::channel();
+        let (inbound_tx, inbound) = mpsc::channel();
+        let publisher = Publisher {
+            client: client.clone(),
+            channel: channel.clone(),
+            node_id: node_id.clone(),
+            heartbeat,
+            stats: stats.clone(),
+            connection: None,
+            next_attempt: Instant::now(),
+            backoff: BACKOFF_MIN,
+        };
+        spawn("warren-redis-pub", move || publisher.run(pending))?;
+        let subscriber = Subscriber {
+            client,
+            channel,
+            node_id: node_id.clone(),
+            read_timeout: heartbeat * 3,
+            connected: connected.clone(),
+            stats: stats.clone(),
+            stop,
+        };
+        spawn("warren-redis-sub", move || subscriber.run(inbound_tx))?;
+        Ok((
+            Link {
+                node_id,
+                connected,
+                stats,
+                outbox,
+            },
+            inbound,
+        ))
+    }
+
+    /// Queues an envelope body for publishing (never blocks).
+    pub fn publish(&self, body: Body) {
+        let envelope = Envelope {
+            node: self.node_id.clone(),
+            body,
+        };
+        // The publisher thread lives as long as the process; a send can only fail during exit.
+        let _ = self.outbox.send(envelope.encode());
+    }
+}
+
+fn spawn(name: &str, body: impl FnOnce() + Send + 'static) -> Result<(), String> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(body)
+        .map(|_| ())
+        .map_err(|e| format!("cannot start {name}: {e}"))
+}
+
+struct Publisher {
+    client: redis::Client,
+    channel: String,
+    node_id: String,
+    heartbeat: Duration,
+    stats: Arc<LinkStats>,
+    connection: Option<redis::Connection>,
+    next_attempt: Instant,
+    backoff: Duration,
+}
+
+impl Publisher {
+    /// Publishes until every sender of the outbox is gone, then says goodbye.
+    fn run(mut self, pending: Receiver<String>) {
+        let heartbeat = Envelope {
+            node: self.node_id.clone(),
+            body: Body::Heartbeat,
+        }
+        .encode();
+        let mut next_heartbeat = Instant::now();
+        loop {
+            let mut batch = Vec::new();
+            let wait = next_heartbeat.saturating_duration_since(Instant::now());
+            match pending.recv_timeout(wait) {
+                Ok(message) => batch.push(message),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            while batch.len() < MAX_BATCH {
+                match pending.try_recv() {
+                    Ok(message) => batch.push(message),
+                    Err(_) => break,
+                }
+            }
+            if Instant::now() >= next_heartbeat {
+                batch.push(heartbeat.clone());
+                next_heartbeat = Instant::now() + self.heartbeat;
+            }
+            self.publish(&batch);
+        }
+        let goodbye = Envelope {
+            node: self.node_id.clone(),
+            body: Body::Goodbye,
+        };
+        self.publish(&[goodbye.encode()]);
+    }
+
+    fn publish(&mut self, batch: &[String]) {
+        if batch.is_empty() {
+            return;
+        }
+        let mut pipeline = redis::pipe();
+        for message in batch {
+            pipeline
+                .cmd("PUBLISH")
+                .arg(&self.channel)
+                .arg(message)
+                .ignore();
+        }
+        let Some(connection) = self.connection() else {
+            self.stats
+                .dropped
+                .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            return;
+        };
+        match pipeline.query::<()>(connection) {
+            Ok(()) => {
+                self.stats
+                    .published
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+            }
+            Err(error) => {
+                tracing::warn!(%error, "redis publish failed; reconnecting");
+                self.stats
+                    .dropped
+                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                self.connection = None;
+            }
+        }
+    }
+
+    /// The connection, (re)connecting if due.
+    fn connection(&mut self) -> Option<&mut redis::Connection> {
+        if self.connection.is_none() && Instant::now() >= self.next_attempt {
+            match self.client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+                Ok(connection) => {
+                    let _ = connection.set_write_timeout(Some(CONNECT_TIMEOUT));
+                    let _ = connection.set_read_timeout(Some(CONNECT_TIMEOUT));
+                    self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+                    self.backoff = BACKOFF_MIN;
+                    self.connection = Some(connection);
+                }
+                Err(_) => {
+                    self.next_attempt = Instant::now() + self.backoff;
+                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+        self.connection.as_mut()
+    }
+}
+
+struct Subscriber {
+    client: redis::Client,
+    channel: String,
+    node_id: String,
+    read_timeout: Duration,
+    connected: Arc<AtomicBool>,
+    stats: Arc<LinkStats>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Subscriber {
+    fn run(self, inbound: Sender<Inbound>) {
+        let mut backoff = BACKOFF_MIN;
+        while !self.stop.load(Ordering::Acquire) {
+            match self.subscribe_and_forward(&inbound) {
+                Ok(()) => return,
+                Err(error) => {
+                    if self.connected.swap(false, Ordering::AcqRel) {
+                        tracing::warn!(%error, "redis subscription lost; reconnecting");
+                        if inbound.send(Inbound::Unlinked).is_err() {
+                            return;
+                        }
+                        backoff = BACKOFF_MIN;
+                    }
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+
+    /// Subscribes and forwards envelopes until the link fails (`Err`) or the process stops or
+    /// shard 0 is gone (`Ok`).
+    fn subscribe_and_forward(&self, inbound: &Sender<Inbound>) -> redis::RedisResult<()> {
+        let mut connection = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        connection.set_read_timeout(Some(self.read_timeout))?;
+        let mut pubsub = connection.as_pubsub();
+        pubsub.subscribe(&self.channel)?;
+        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.connected.store(true, Ordering::Release);
+        tracing::info!(channel = %self.channel, "cluster link up");
+        if inbound.send(Inbound::Linked).is_err() {
+            return Ok(());
+        }
+        loop {
+            let message = pubsub.get_message()?;
+            if self.stop.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            let Some(envelope) = Envelope::decode(message.get_payload_bytes()) else {
+                tracing::warn!("undecodable message on the cluster bus");
+                continue;
+            };
+            if envelope.node == self.node_id {
+                continue;
+            }
+            self.stats.received.fetch_add(1, Ordering::Relaxed);
+            if inbound.send(Inbound::Envelope(envelope)).is_err() {
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! Several nodes joined through Redis pub/sub (see `docs/architecture.md`, "Cluster").
+//!
+//! - [`link`]: the Redis connections, on two OS threads beside the shards.
+//! - [`envelope`]: what nodes say to each other.
+//! - [`registry`]: which nodes are alive, from what was last heard of them.
+//! - [`bridge`]: the task on shard 0 that receives the bus and keeps the registry.
+//!
+//! What each node keeps is its own: its sockets, its channel table, and a replica of the other
+//! nodes' presence members, built from their join/leave messages and snapshots. Counts that are
+//! not replicated (subscriptions, occupied channels) are asked for across the bus when the HTTP
+//! API needs them.
+
+pub mod bridge;
+pub mod envelope;
+pub mod link;
+pub mod registry;
