@@ -11,6 +11,7 @@
 
 use super::envelope::{Body, Envelope};
 use crate::config::ClusterConfig;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -19,9 +20,12 @@ use std::time::{Duration, Instant};
 /// Most envelopes published in one pipeline.
 const MAX_BATCH: usize = 512;
 
+/// Most envelopes kept while Redis is unreachable.
+const MAX_BACKLOG: usize = 10_000;
+
 /// First and largest pause between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(2);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// Connection timeout for Redis.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
@@ -42,7 +46,7 @@ pub enum Inbound {
 pub struct LinkStats {
     /// Envelopes published.
     pub published: AtomicU64,
-    /// Envelopes dropped because Redis was unreachable.
+    /// Envelopes dropped because Redis was unreachable for too long (or the backlog was full).
     pub dropped: AtomicU64,
     /// Envelopes received from other nodes.
     pub received: AtomicU64,
@@ -82,6 +86,7 @@ impl Link {
             channel: channel.clone(),
             node_id: node_id.clone(),
             heartbeat,
+            max_age: Duration::from_secs(config.node_timeout),
             stats: stats.clone(),
             connection: None,
             next_attempt: Instant::now(),
@@ -133,6 +138,7 @@ struct Publisher {
     channel: String,
     node_id: String,
     heartbeat: Duration,
+    max_age: Duration,
     stats: Arc<LinkStats>,
     connection: Option<redis::Connection>,
     next_attempt: Instant,
@@ -140,72 +146,85 @@ struct Publisher {
 }
 
 impl Publisher {
-    /// Publishes until every sender of the outbox is gone, then says goodbye.
+    /// Publishes until every sender of the outbox is gone, then says goodbye. What cannot be
+    /// published while Redis is away waits in a bounded backlog (oldest dropped first, and
+    /// nothing older than the node timeout, which the other nodes would have given up on).
     fn run(mut self, pending: Receiver<String>) {
         let heartbeat = Envelope {
             node: self.node_id.clone(),
             body: Body::Heartbeat,
         }
         .encode();
+        let mut backlog: VecDeque<(Instant, String)> = VecDeque::new();
         let mut next_heartbeat = Instant::now();
         loop {
-            let mut batch = Vec::new();
-            let wait = next_heartbeat.saturating_duration_since(Instant::now());
+            let mut wait = next_heartbeat.saturating_duration_since(Instant::now());
+            if !backlog.is_empty() {
+                wait = wait.min(BACKOFF_MIN);
+            }
             match pending.recv_timeout(wait) {
-                Ok(message) => batch.push(message),
+                Ok(message) => self.enqueue(&mut backlog, message),
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
-            while batch.len() < MAX_BATCH {
-                match pending.try_recv() {
-                    Ok(message) => batch.push(message),
-                    Err(_) => break,
-                }
+            while let Ok(message) = pending.try_recv() {
+                self.enqueue(&mut backlog, message);
             }
             if Instant::now() >= next_heartbeat {
-                batch.push(heartbeat.clone());
+                self.enqueue(&mut backlog, heartbeat.clone());
                 next_heartbeat = Instant::now() + self.heartbeat;
             }
-            self.publish(&batch);
+            self.flush(&mut backlog);
         }
         let goodbye = Envelope {
             node: self.node_id.clone(),
             body: Body::Goodbye,
         };
-        self.publish(&[goodbye.encode()]);
+        backlog.push_back((Instant::now(), goodbye.encode()));
+        self.flush(&mut backlog);
     }
 
-    fn publish(&mut self, batch: &[String]) {
-        if batch.is_empty() {
-            return;
+    fn enqueue(&self, backlog: &mut VecDeque<(Instant, String)>, message: String) {
+        if backlog.len() >= MAX_BACKLOG {
+            backlog.pop_front();
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let mut pipeline = redis::pipe();
-        for message in batch {
-            pipeline
-                .cmd("PUBLISH")
-                .arg(&self.channel)
-                .arg(message)
-                .ignore();
+        backlog.push_back((Instant::now(), message));
+    }
+
+    /// Publishes the backlog in pipelines of at most [`MAX_BATCH`]; stops at the first failure,
+    /// keeping what was not confirmed (at-least-once: a retried pipeline may repeat messages).
+    fn flush(&mut self, backlog: &mut VecDeque<(Instant, String)>) {
+        let max_age = self.max_age;
+        while backlog
+            .front()
+            .is_some_and(|(at, _)| at.elapsed() > max_age)
+        {
+            backlog.pop_front();
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        let Some(connection) = self.connection() else {
-            self.stats
-                .dropped
-                .fetch_add(batch.len() as u64, Ordering::Relaxed);
-            return;
-        };
-        match pipeline.query::<()>(connection) {
-            Ok(()) => {
-                self.stats
-                    .published
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        while !backlog.is_empty() {
+            let count = backlog.len().min(MAX_BATCH);
+            let mut pipeline = redis::pipe();
+            for (_, message) in backlog.iter().take(count) {
+                pipeline
+                    .cmd("PUBLISH")
+                    .arg(&self.channel)
+                    .arg(message)
+                    .ignore();
             }
-            Err(error) => {
+            let Some(connection) = self.connection() else {
+                return;
+            };
+            if let Err(error) = pipeline.query::<()>(connection) {
                 tracing::warn!(%error, "redis publish failed; reconnecting");
-                self.stats
-                    .dropped
-                    .fetch_add(batch.len() as u64, Ordering::Relaxed);
                 self.connection = None;
+                return;
             }
+            backlog.drain(..count);
+            self.stats
+                .published
+                .fetch_add(count as u64, Ordering::Relaxed);
         }
     }
 
