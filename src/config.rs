@@ -50,9 +50,13 @@ pub struct ClusterConfig {
     /// Seconds between a node's heartbeats.
     #[serde(default = "default_heartbeat_interval")]
     pub heartbeat_interval: u64,
-    /// Seconds a cross-node query (channel counts) waits for the other nodes' answers.
+    /// Milliseconds a cross-node query (channel counts) waits for the other nodes' answers.
     #[serde(default = "default_query_timeout_ms")]
     pub query_timeout_ms: u64,
+    /// Use sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, Redis 7) for Redis Cluster; `redis_url`
+    /// must then name the cluster node that owns the bus channel's slot.
+    #[serde(default)]
+    pub sharded_pubsub: bool,
 }
 
 fn default_cluster_prefix() -> String {

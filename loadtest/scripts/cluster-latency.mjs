@@ -30,6 +30,10 @@ for (let i = 0; i < count; i++) {
 }
 await new Promise((resolve) => setTimeout(resolve, 1000));
 client.disconnect();
+if (samples.length === 0) {
+  console.log(`received 0/${count}: is the cluster link up on both nodes?`);
+  process.exit(1);
+}
 samples.sort((x, y) => x - y);
 const at = (q) => samples[Math.min(samples.length - 1, Math.floor(q * samples.length))].toFixed(3);
 console.log(`received ${samples.length}/${count}; latency ms p50 ${at(0.5)} p90 ${at(0.9)} p99 ${at(0.99)} max ${at(1)}`);

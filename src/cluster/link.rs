@@ -86,6 +86,11 @@ impl Link {
             channel: channel.clone(),
             node_id: node_id.clone(),
             heartbeat,
+            publish_command: if config.sharded_pubsub {
+                "SPUBLISH"
+            } else {
+                "PUBLISH"
+            },
             max_age: Duration::from_secs(config.node_timeout),
             stats: stats.clone(),
             connection: None,
@@ -98,6 +103,7 @@ impl Link {
             channel,
             node_id: node_id.clone(),
             read_timeout: heartbeat * 3,
+            sharded: config.sharded_pubsub,
             connected: connected.clone(),
             stats: stats.clone(),
             stop,
@@ -138,6 +144,7 @@ struct Publisher {
     channel: String,
     node_id: String,
     heartbeat: Duration,
+    publish_command: &'static str,
     max_age: Duration,
     stats: Arc<LinkStats>,
     connection: Option<redis::Connection>,
@@ -208,7 +215,7 @@ impl Publisher {
             let mut pipeline = redis::pipe();
             for (_, message) in backlog.iter().take(count) {
                 pipeline
-                    .cmd("PUBLISH")
+                    .cmd(self.publish_command)
                     .arg(&self.channel)
                     .arg(message)
                     .ignore();
@@ -254,6 +261,7 @@ struct Subscriber {
     channel: String,
     node_id: String,
     read_timeout: Duration,
+    sharded: bool,
     connected: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
     stop: Arc<AtomicBool>,
@@ -265,6 +273,7 @@ impl Subscriber {
         while !self.stop.load(Ordering::Acquire) {
             match self.subscribe_and_forward(&inbound) {
                 Ok(()) => return,
+                Err(error) if is_stopped(&error) => return,
                 Err(error) => {
                     if self.connected.swap(false, Ordering::AcqRel) {
                         tracing::warn!(%error, "redis subscription lost; reconnecting");
@@ -280,35 +289,83 @@ impl Subscriber {
         }
     }
 
-    /// Subscribes and forwards envelopes until the link fails (`Err`) or the process stops or
-    /// shard 0 is gone (`Ok`).
+    /// Subscribes and forwards envelopes until the link fails, the process stops, or shard 0 is
+    /// gone (the last two as the [`stopped`] error).
     fn subscribe_and_forward(&self, inbound: &Sender<Inbound>) -> redis::RedisResult<()> {
         let mut connection = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
         connection.set_read_timeout(Some(self.read_timeout))?;
+        if self.sharded {
+            // The redis crate's PubSub knows no SSUBSCRIBE: subscribe by hand and read the
+            // `smessage` pushes off the plain connection.
+            redis::cmd("SSUBSCRIBE")
+                .arg(&self.channel)
+                .exec(&mut connection)?;
+            self.linked(inbound)?;
+            loop {
+                let value = connection.recv_response()?;
+                if let Some(payload) = smessage_payload(value) {
+                    self.forward(inbound, &payload)?;
+                }
+            }
+        }
         let mut pubsub = connection.as_pubsub();
         pubsub.subscribe(&self.channel)?;
-        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
-        self.connected.store(true, Ordering::Release);
-        tracing::info!(channel = %self.channel, "cluster link up");
-        if inbound.send(Inbound::Linked).is_err() {
-            return Ok(());
-        }
+        self.linked(inbound)?;
         loop {
             let message = pubsub.get_message()?;
-            if self.stop.load(Ordering::Acquire) {
-                return Ok(());
-            }
-            let Some(envelope) = Envelope::decode(message.get_payload_bytes()) else {
-                tracing::warn!("undecodable message on the cluster bus");
-                continue;
-            };
-            if envelope.node == self.node_id {
-                continue;
-            }
-            self.stats.received.fetch_add(1, Ordering::Relaxed);
-            if inbound.send(Inbound::Envelope(envelope)).is_err() {
-                return Ok(());
-            }
+            self.forward(inbound, message.get_payload_bytes())?;
         }
+    }
+
+    /// Marks the link up and tells shard 0; an error ends the thread (shard 0 is gone).
+    fn linked(&self, inbound: &Sender<Inbound>) -> redis::RedisResult<()> {
+        self.stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        self.connected.store(true, Ordering::Release);
+        tracing::info!(channel = %self.channel, sharded = self.sharded, "cluster link up");
+        inbound.send(Inbound::Linked).map_err(|_| stopped())
+    }
+
+    /// Decodes one bus message and hands it on, unless it is this node's own.
+    fn forward(&self, inbound: &Sender<Inbound>, payload: &[u8]) -> redis::RedisResult<()> {
+        if self.stop.load(Ordering::Acquire) {
+            return Err(stopped());
+        }
+        let Some(envelope) = Envelope::decode(payload) else {
+            tracing::warn!("undecodable message on the cluster bus");
+            return Ok(());
+        };
+        if envelope.node == self.node_id {
+            return Ok(());
+        }
+        self.stats.received.fetch_add(1, Ordering::Relaxed);
+        inbound
+            .send(Inbound::Envelope(envelope))
+            .map_err(|_| stopped())
+    }
+}
+
+/// The error the subscriber ends with when the process stops (not a link failure).
+fn stopped() -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::ClientError, "warren is stopping"))
+}
+
+fn is_stopped(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::ClientError
+        && error.to_string().contains("warren is stopping")
+}
+
+/// The payload of an `smessage` push (`["smessage", channel, payload]`), if that is what `value`
+/// is.
+fn smessage_payload(value: redis::Value) -> Option<Vec<u8>> {
+    let redis::Value::Array(items) = value else {
+        return None;
+    };
+    match items.as_slice() {
+        [redis::Value::BulkString(kind), _, redis::Value::BulkString(payload)]
+            if kind == b"smessage" =>
+        {
+            Some(payload.clone())
+        }
+        _ => None,
     }
 }
