@@ -237,17 +237,8 @@ impl PresenceRosters {
 
     /// Forgets everything `node` contributed; returns the users now gone everywhere.
     pub fn drop_node(&mut self, node: &str) -> Vec<MemberEvent> {
-        let mut gone = Vec::new();
-        for ((app, channel), roster) in self.rosters.iter_mut() {
-            for (user_id, member) in roster.members.iter_mut() {
-                let before = member.remote_nodes.len();
-                member.remote_nodes.retain(|n| &**n != node);
-                if member.remote_nodes.len() != before && !member.is_present() {
-                    gone.push((*app, channel.clone(), user_id.clone()));
-                }
-            }
-        }
-        gone.into_iter()
+        self.node_members(node)
+            .into_iter()
             .filter_map(|(app, channel, user_id)| self.remote_leave(app, &channel, node, &user_id))
             .collect()
     }

@@ -393,20 +393,33 @@ impl Shard {
         frame: SharedFrame,
         except: Option<SocketId>,
     ) {
+        self.deliver_on_peers(app, &channel, &frame, except);
+        self.deliver_local(app, &channel, &frame, except).await;
+    }
+
+    /// Hands `frame` to every other shard for its subscribers of `channel`.
+    fn deliver_on_peers(
+        &self,
+        app: u32,
+        channel: &Arc<str>,
+        frame: &SharedFrame,
+        except: Option<SocketId>,
+    ) {
         if let Some(mesh) = self.mesh.get() {
             for peer in mesh.peers() {
+                let channel = channel.clone();
+                let frame = frame.clone();
                 mesh.send(
                     peer,
                     ShardMsg::Deliver {
                         app,
-                        channel: channel.clone(),
-                        frame: frame.clone(),
+                        channel,
+                        frame,
                         except,
                     },
                 );
             }
         }
-        self.deliver_local(app, &channel, &frame, except).await;
     }
 
     /// Writes `frame` to this shard's subscribers of `channel` in one go (for rare events such as

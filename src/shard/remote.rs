@@ -183,19 +183,7 @@ impl Shard {
             };
             let frame = shared_text_frame(&text);
             let channel: Arc<str> = Arc::from(&*channel);
-            if let Some(mesh) = self.mesh.get() {
-                for peer in mesh.peers() {
-                    mesh.send(
-                        peer,
-                        ShardMsg::Deliver {
-                            app,
-                            channel: channel.clone(),
-                            frame: frame.clone(),
-                            except: None,
-                        },
-                    );
-                }
-            }
+            self.deliver_on_peers(app, &channel, &frame, None);
             self.deliver_now(app, &channel, &frame);
         }
     }
