@@ -32,6 +32,79 @@ pub struct Config {
     /// Joining other nodes through Redis; absent for a single node (nothing about Redis starts).
     #[serde(default)]
     pub cluster: Option<ClusterConfig>,
+    /// How webhooks are batched, retried and spooled (the targets are per app).
+    #[serde(default)]
+    pub webhooks: WebhookSettings,
+}
+
+/// Delivery settings shared by every app's webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebhookSettings {
+    /// Milliseconds events wait to be sent together in one request.
+    pub batch_window_ms: u64,
+    /// Most events in one request.
+    pub max_batch_size: usize,
+    /// Milliseconds `channel_vacated` and `member_removed` wait; a re-occupation or re-join
+    /// within it cancels both events (page reloads).
+    pub grace_ms: u64,
+    /// Seconds a failing request is retried (exponential backoff) before it is dead-lettered.
+    pub retry_for_secs: u64,
+    /// Milliseconds one request may take.
+    pub timeout_ms: u64,
+    /// Directory of the spool files that keep pending webhooks across restarts.
+    pub spool_dir: String,
+    /// Largest spool file, in bytes; beyond it new batches are refused (logged as errors).
+    pub spool_max_bytes: u64,
+}
+
+impl Default for WebhookSettings {
+    fn default() -> Self {
+        WebhookSettings {
+            batch_window_ms: 50,
+            max_batch_size: 50,
+            grace_ms: 3000,
+            retry_for_secs: 300,
+            timeout_ms: 5000,
+            spool_dir: "warren-data/webhooks".into(),
+            spool_max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The webhook event names (PROTOCOL.md §6.3).
+pub const WEBHOOK_EVENTS: [&str; 5] = [
+    "channel_occupied",
+    "channel_vacated",
+    "member_added",
+    "member_removed",
+    "client_event",
+];
+
+/// One webhook receiver of an app.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookTarget {
+    /// `http://` or `https://` URL that receives `POST`s.
+    pub url: String,
+    /// Event names sent to this URL; empty for all.
+    #[serde(default)]
+    pub events: Vec<String>,
+    /// Only events of channels matching this filter.
+    #[serde(default)]
+    pub filter: WebhookFilter,
+    /// Extra request headers.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+/// Which channels' events a webhook target receives.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookFilter {
+    /// Channel name prefix, e.g. `presence-`.
+    #[serde(default)]
+    pub channel_prefix: Option<String>,
 }
 
 /// Settings of the Redis-backed cluster.
@@ -174,6 +247,9 @@ pub struct AppConfig {
     /// `batch_events` together); `None` for no limit. Beyond it: 429.
     #[serde(default)]
     pub max_backend_events_per_second: Option<u32>,
+    /// Where this app's webhooks go.
+    #[serde(default)]
+    pub webhooks: Vec<WebhookTarget>,
 }
 
 /// Accepts a TOML string or integer as text.
@@ -467,6 +543,28 @@ impl AppConfig {
                 "must be greater than 0",
             ));
         }
+        for (t, target) in self.webhooks.iter().enumerate() {
+            let key = |k: &str| format!("apps[{index}].webhooks[{t}].{k}");
+            if !(target.url.starts_with("http://") || target.url.starts_with("https://")) {
+                return Err(ConfigError::new(
+                    key("url"),
+                    "must be an http:// or https:// URL",
+                ));
+            }
+            if let Some(unknown) = target
+                .events
+                .iter()
+                .find(|e| !WEBHOOK_EVENTS.contains(&e.as_str()))
+            {
+                return Err(ConfigError::new(
+                    key("events"),
+                    format!(
+                        "unknown event {unknown:?} (known: {})",
+                        WEBHOOK_EVENTS.join(", ")
+                    ),
+                ));
+            }
+        }
         Ok(())
     }
 }
@@ -657,6 +755,28 @@ secret = "s""#,
         assert_eq!(
             Config::from_toml_str(&bad).unwrap_err().key,
             "cluster.node_timeout"
+        );
+    }
+
+    #[test]
+    fn webhook_targets_are_checked() {
+        let app = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let ok = format!("{app}webhooks = [{{ url = \"https://x/hook\", events = [\"member_added\"], filter = {{ channel_prefix = \"presence-\" }} }}]\n");
+        let config = Config::from_toml_str(&ok).unwrap();
+        assert_eq!(
+            config.apps[0].webhooks[0].filter.channel_prefix.as_deref(),
+            Some("presence-")
+        );
+        assert_eq!(config.webhooks.grace_ms, 3000);
+        let bad = format!("{app}webhooks = [{{ url = \"ftp://x\" }}]\n");
+        assert_eq!(
+            Config::from_toml_str(&bad).unwrap_err().key,
+            "apps[0].webhooks[0].url"
+        );
+        let bad = format!("{app}webhooks = [{{ url = \"http://x\", events = [\"nope\"] }}]\n");
+        assert_eq!(
+            Config::from_toml_str(&bad).unwrap_err().key,
+            "apps[0].webhooks[0].events"
         );
     }
 

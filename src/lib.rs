@@ -14,4 +14,5 @@ pub mod http;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod webhooks;
 pub mod ws;

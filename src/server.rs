@@ -6,6 +6,7 @@ use crate::app::AppRegistry;
 use crate::cluster::link::Link;
 use crate::config::Config;
 use crate::shard::{self, mesh, ProcessState, ShardSetup};
+use crate::webhooks::Webhooks;
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Socket, Type};
 use std::net::{IpAddr, SocketAddr};
@@ -53,6 +54,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         }
         None => (None, None),
     };
+    let webhooks = Webhooks::start(&config, &apps).map_err(StartError)?;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut threads = Vec::with_capacity(shards);
     for (id, (ends, listener)) in mesh::build(shards).into_iter().zip(listeners).enumerate() {
@@ -65,6 +67,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
             mesh: ends,
             listener,
             cluster: cluster.clone(),
+            webhooks: webhooks.clone(),
             cluster_inbound: if id == 0 {
                 cluster_inbound.take()
             } else {

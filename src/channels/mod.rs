@@ -4,6 +4,7 @@
 //! Both are plain single-threaded data structures owned by a shard; the shard runtime decides
 //! when to call them and sends the messages they ask for.
 
+pub mod occupancy;
 pub mod presence;
 pub mod table;
 

@@ -39,11 +39,13 @@ pub async fn run(shard: Rc<Shard>, inbound: Receiver<Inbound>, node_timeout: Dur
         }
         let dead = registry.expire(Instant::now(), node_timeout);
         if !dead.is_empty() {
+            // The survivors learn who is left first: the leader for the dead node's webhooks is
+            // chosen among them.
+            shard.share_live_nodes(registry.nodes());
             for node in dead {
                 tracing::warn!(node = %node, "cluster node timed out; dropping its state");
                 shard.node_gone(node);
             }
-            shard.share_live_nodes(registry.nodes());
         }
     }
 }
@@ -80,8 +82,8 @@ async fn handle(shard: &Rc<Shard>, registry: &mut NodeRegistry, item: Inbound, n
     if let Body::Goodbye = envelope.body {
         if registry.remove(&envelope.node) {
             tracing::info!(node = %envelope.node, "cluster node left");
-            shard.node_gone(envelope.node.as_str().into());
             shard.share_live_nodes(registry.nodes());
+            shard.node_gone(envelope.node.as_str().into());
         }
         return;
     }

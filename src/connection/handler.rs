@@ -9,6 +9,7 @@ use crate::protocol::inbound::{self, ClientEvent, ClientMessage, Subscribe};
 use crate::protocol::names::{self, ChannelKind};
 use crate::protocol::outbound::{self, EventData};
 use crate::shard::Shard;
+use crate::webhooks::WebhookEvent;
 use std::rc::Rc;
 
 /// Handles one text message from the client.
@@ -149,6 +150,35 @@ async fn unsubscribe(shard: &Shard, conn: &Rc<Connection>, channel: &str) {
     }
 }
 
+/// Reports a relayed client event to the app's webhooks, with `data` as a string.
+fn emit_client_event_webhook(
+    shard: &Shard,
+    conn: &Connection,
+    channel: &str,
+    event: &str,
+    data: EventData<'_>,
+    user_id: Option<&str>,
+) {
+    if !shard.webhooks_enabled(conn.app.index) {
+        return;
+    }
+    let data = match data {
+        EventData::JsonString(literal) => serde_json::from_str::<String>(literal).ok(),
+        EventData::Text(text) => Some(text.to_string()),
+        EventData::Absent => None,
+    };
+    shard.emit_webhook(
+        conn.app.index,
+        WebhookEvent::ClientEvent {
+            channel: channel.to_string(),
+            event: event.to_string(),
+            data,
+            socket_id: conn.socket_id.to_string(),
+            user_id: user_id.map(str::to_string),
+        },
+    );
+}
+
 /// The size of client-event data as the limit counts it: a string's decoded length, or the JSON
 /// text of anything else (which is what is relayed inside the string).
 fn relayed_data_len(data: &serde_json::value::RawValue) -> usize {
@@ -214,6 +244,7 @@ async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'
         None => EventData::Absent,
     };
     let user_id = subscription.presence.as_ref().map(|p| p.user_id.as_str());
+    emit_client_event_webhook(shard, conn, channel, &event.event, data, user_id);
     shard
         .publish_event(
             &conn.app,

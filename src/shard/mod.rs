@@ -11,6 +11,7 @@ mod remote;
 
 use crate::app::{App, AppRegistry};
 use crate::channels::home_shard;
+use crate::channels::occupancy::Transition;
 use crate::channels::presence::{Joined, PresenceRosters};
 use crate::channels::table::ChannelTable;
 use crate::config::Config;
@@ -18,6 +19,7 @@ use crate::connection::{self, Connection};
 use crate::protocol::inbound::PresenceMember;
 use crate::protocol::outbound::{self, EventData};
 use crate::protocol::SocketId;
+use crate::webhooks::WebhookEvent;
 use crate::ws::frame::{shared_text_frame, SharedFrame};
 use ahash::AHashMap;
 use glommio::net::TcpListener;
@@ -123,6 +125,16 @@ pub enum ShardMsg {
         /// That node's counts.
         counts: Vec<crate::cluster::envelope::RemoteCount>,
     },
+    /// To the home shard: this node's `shard` got its first subscriber of `channel` (or lost its
+    /// last), for occupancy webhooks.
+    Occupancy {
+        /// App registry index.
+        app: u32,
+        /// Channel.
+        channel: Arc<str>,
+        /// Occupied (true) or vacated.
+        occupied: bool,
+    },
     /// To the home shard: one socket of `user_id` left presence `channel`.
     PresenceLeave {
         /// App registry index.
@@ -175,6 +187,8 @@ pub struct ShardSetup {
     pub cluster: Option<Arc<crate::cluster::link::Link>>,
     /// For shard 0 of a clustered node: what the Redis subscriber receives.
     pub cluster_inbound: Option<std::sync::mpsc::Receiver<crate::cluster::link::Inbound>>,
+    /// Where webhook events go, when any app has webhooks.
+    pub webhooks: Option<Arc<crate::webhooks::Webhooks>>,
 }
 
 /// One shard's state. Lives in an `Rc` on its executor; never leaves its thread.
@@ -197,6 +211,8 @@ pub struct Shard {
     cluster: Option<Arc<crate::cluster::link::Link>>,
     remote_nodes: RefCell<Vec<Arc<str>>>,
     remote_queries: RefCell<remote::PendingRemote>,
+    webhooks: Option<Arc<crate::webhooks::Webhooks>>,
+    occupancy: RefCell<crate::channels::occupancy::Occupancy>,
     now: Cell<Instant>,
     next_counter: Cell<u64>,
 }
@@ -217,6 +233,8 @@ pub async fn run(setup: ShardSetup) {
         cluster: setup.cluster,
         remote_nodes: RefCell::new(Vec::new()),
         remote_queries: RefCell::new(remote::PendingRemote::default()),
+        webhooks: setup.webhooks,
+        occupancy: RefCell::new(Default::default()),
         now: Cell::new(Instant::now()),
         next_counter: Cell::new(1),
     });
@@ -336,12 +354,15 @@ impl Shard {
 
     /// Adds `conn` to the local subscribers of `channel`.
     pub fn add_local_subscriber(&self, conn: &Rc<Connection>, channel: &str) {
-        self.channels.borrow_mut().subscribe(
+        let count = self.channels.borrow_mut().subscribe(
             conn.app.index,
             channel,
             conn.local_id(),
             conn.clone(),
         );
+        if count == 1 {
+            self.shard_occupancy_changed(conn.app.index, channel, true);
+        }
     }
 
     /// Takes `conn` out of a channel it was subscribed to (or joining), leaving the presence
@@ -353,9 +374,13 @@ impl Shard {
     ) {
         let app = conn.app.index;
         if subscription.active {
-            self.channels
-                .borrow_mut()
-                .unsubscribe(app, &subscription.channel, conn.local_id());
+            let left =
+                self.channels
+                    .borrow_mut()
+                    .unsubscribe(app, &subscription.channel, conn.local_id());
+            if left == 0 {
+                self.shard_occupancy_changed(app, &subscription.channel, false);
+            }
         }
         if let Some(identity) = subscription.presence {
             let channel: Arc<str> = Arc::from(&*subscription.channel);
@@ -395,6 +420,57 @@ impl Shard {
     ) {
         self.deliver_on_peers(app, &channel, &frame, except);
         self.deliver_local(app, &channel, &frame, except).await;
+    }
+
+    /// Whether `app` has webhook receivers (so callers can skip building events).
+    pub fn webhooks_enabled(&self, app: u32) -> bool {
+        self.webhooks.as_ref().is_some_and(|w| w.enabled(app))
+    }
+
+    /// Reports a webhook event of `app` (nothing when the app has no webhooks).
+    pub fn emit_webhook(&self, app: u32, event: WebhookEvent) {
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.emit(app, event);
+        }
+    }
+
+    /// This shard's first subscriber of a channel came (or its last left): tell the channel's
+    /// home shard, which knows whether the whole node changed.
+    fn shard_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {
+        if !self.webhooks_enabled(app) {
+            return;
+        }
+        let home = home_shard(app, channel, self.shards);
+        if home == self.id {
+            self.home_occupancy_changed(app, channel, occupied);
+        } else {
+            let channel = Arc::from(channel);
+            self.send_to(
+                home,
+                ShardMsg::Occupancy {
+                    app,
+                    channel,
+                    occupied,
+                },
+            );
+        }
+    }
+
+    fn home_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {
+        let transition = self
+            .occupancy
+            .borrow_mut()
+            .shard_changed(app, channel, occupied);
+        let channel = channel.to_string();
+        match transition {
+            Some(Transition::Occupied) => {
+                self.emit_webhook(app, WebhookEvent::ChannelOccupied { channel })
+            }
+            Some(Transition::Vacated) => {
+                self.emit_webhook(app, WebhookEvent::ChannelVacated { channel })
+            }
+            None => {}
+        }
     }
 
     /// Hands `frame` to every other shard for its subscribers of `channel`.
@@ -550,6 +626,11 @@ impl Shard {
                 self.apply_node_message(message)
             }
             ShardMsg::RemoteAnswer { id, counts } => self.record_remote_answer(id, counts),
+            ShardMsg::Occupancy {
+                app,
+                channel,
+                occupied,
+            } => self.home_occupancy_changed(app, &channel, occupied),
             ShardMsg::Answer { id, answer } => {
                 query::PendingQueries::record_answer(&self.queries, id, answer)
             }
@@ -588,6 +669,13 @@ impl Shard {
                 );
             }
             if first_socket {
+                self.emit_webhook(
+                    app,
+                    WebhookEvent::MemberAdded {
+                        channel: channel.to_string(),
+                        user_id: member.user_id.clone(),
+                    },
+                );
                 let text = outbound::member_added(
                     &channel,
                     &member.user_id_json,
@@ -622,6 +710,13 @@ impl Shard {
             self.share_presence_change(app, &channel, user_id, &user_id_json, None, false);
         }
         if let Some(user_id_json) = left.member_removed {
+            self.emit_webhook(
+                app,
+                WebhookEvent::MemberRemoved {
+                    channel: channel.to_string(),
+                    user_id: user_id.to_string(),
+                },
+            );
             let text = outbound::member_removed(&channel, &user_id_json);
             self.publish_frame(app, channel, shared_text_frame(&text), Some(socket))
                 .await;

@@ -150,10 +150,47 @@ impl Shard {
         match message {
             ShardMsg::NodeGone { node } => {
                 let events = self.presence.borrow_mut().drop_node(&node);
+                if self.is_cluster_leader() {
+                    self.emit_removals(&events);
+                }
                 self.announce_member_events(events);
             }
             ShardMsg::Nodes { nodes } => *self.remote_nodes.borrow_mut() = nodes,
             _ => {}
+        }
+    }
+
+    /// Whether this node sends the webhooks no live node caused (a dead node's members leaving):
+    /// the live node with the smallest id does.
+    fn is_cluster_leader(&self) -> bool {
+        let Some(link) = &self.cluster else {
+            return true;
+        };
+        self.remote_nodes
+            .borrow()
+            .iter()
+            .all(|n| **n > *link.node_id)
+    }
+
+    fn emit_removals(&self, events: &[MemberEvent]) {
+        for event in events {
+            if let MemberEvent::Removed {
+                app,
+                channel,
+                user_id_json,
+            } = event
+            {
+                let user_id = serde_json::from_str::<serde_json::Value>(user_id_json)
+                    .map(|v| v.as_str().map_or_else(|| v.to_string(), str::to_string))
+                    .unwrap_or_default();
+                self.emit_webhook(
+                    *app,
+                    crate::webhooks::WebhookEvent::MemberRemoved {
+                        channel: channel.to_string(),
+                        user_id,
+                    },
+                );
+            }
         }
     }
 
