@@ -80,10 +80,22 @@ pub enum Body {
     PresenceJoin(PresenceEntry),
     /// A user's last socket on the origin node left a presence channel.
     PresenceLeave(PresenceEntry),
-    /// Every presence contribution of the origin node, replacing what others knew of it.
-    PresenceSnapshot {
-        /// The contributions.
-        entries: Vec<PresenceEntry>,
+    /// The origin node's first subscriber of a channel came (or its last left): for
+    /// cluster-wide occupancy webhooks (sent only for apps with webhooks).
+    Occupancy {
+        /// App id.
+        app: String,
+        /// Channel.
+        channel: String,
+        /// Occupied (true) or vacated.
+        occupied: bool,
+    },
+    /// Everything the origin node contributes, replacing what others knew of it.
+    Snapshot {
+        /// Its presence members.
+        presence: Vec<PresenceEntry>,
+        /// Its occupied channels (apps with webhooks only), as (app id, channel).
+        occupied: Vec<(String, String)>,
     },
     /// Asks every node to publish its snapshot (sent by a node that just joined or reconnected).
     Hello,

@@ -23,6 +23,11 @@ const MAX_BATCH: usize = 512;
 /// Most envelopes kept while Redis is unreachable.
 const MAX_BACKLOG: usize = 10_000;
 
+/// Oldest event publish still sent after an outage: later, its subscribers may have changed, and
+/// an event should reach those subscribed when it was published (state messages are kept up to
+/// the node timeout).
+const EVENT_MAX_AGE: Duration = Duration::from_secs(1);
+
 /// First and largest pause between reconnection attempts.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(1);
@@ -63,7 +68,14 @@ pub struct Link {
     pub connected: Arc<AtomicBool>,
     /// Counters.
     pub stats: Arc<LinkStats>,
-    outbox: Sender<String>,
+    outbox: Sender<Outgoing>,
+}
+
+/// An encoded envelope waiting to be published, and how long it stays worth sending.
+struct Outgoing {
+    queued: Instant,
+    max_age: Option<Duration>,
+    text: String,
 }
 
 impl Link {
@@ -122,12 +134,18 @@ impl Link {
 
     /// Queues an envelope body for publishing (never blocks).
     pub fn publish(&self, body: Body) {
+        let max_age = matches!(body, Body::Publish { .. }).then_some(EVENT_MAX_AGE);
         let envelope = Envelope {
             node: self.node_id.clone(),
             body,
         };
+        let outgoing = Outgoing {
+            queued: Instant::now(),
+            max_age,
+            text: envelope.encode(),
+        };
         // The publisher thread lives as long as the process; a send can only fail during exit.
-        let _ = self.outbox.send(envelope.encode());
+        let _ = self.outbox.send(outgoing);
     }
 }
 
@@ -156,13 +174,13 @@ impl Publisher {
     /// Publishes until every sender of the outbox is gone, then says goodbye. What cannot be
     /// published while Redis is away waits in a bounded backlog (oldest dropped first, and
     /// nothing older than the node timeout, which the other nodes would have given up on).
-    fn run(mut self, pending: Receiver<String>) {
+    fn run(mut self, pending: Receiver<Outgoing>) {
         let heartbeat = Envelope {
             node: self.node_id.clone(),
             body: Body::Heartbeat,
         }
         .encode();
-        let mut backlog: VecDeque<(Instant, String)> = VecDeque::new();
+        let mut backlog: VecDeque<Outgoing> = VecDeque::new();
         let mut next_heartbeat = Instant::now();
         loop {
             let mut wait = next_heartbeat.saturating_duration_since(Instant::now());
@@ -178,7 +196,7 @@ impl Publisher {
                 self.enqueue(&mut backlog, message);
             }
             if Instant::now() >= next_heartbeat {
-                self.enqueue(&mut backlog, heartbeat.clone());
+                self.enqueue(&mut backlog, self.state_message(heartbeat.clone()));
                 next_heartbeat = Instant::now() + self.heartbeat;
             }
             self.flush(&mut backlog);
@@ -187,37 +205,44 @@ impl Publisher {
             node: self.node_id.clone(),
             body: Body::Goodbye,
         };
-        backlog.push_back((Instant::now(), goodbye.encode()));
+        backlog.push_back(self.state_message(goodbye.encode()));
         self.flush(&mut backlog);
     }
 
-    fn enqueue(&self, backlog: &mut VecDeque<(Instant, String)>, message: String) {
+    /// An envelope about this node's state, worth sending for up to the node timeout.
+    fn state_message(&self, text: String) -> Outgoing {
+        Outgoing {
+            queued: Instant::now(),
+            max_age: None,
+            text,
+        }
+    }
+
+    fn enqueue(&self, backlog: &mut VecDeque<Outgoing>, message: Outgoing) {
         if backlog.len() >= MAX_BACKLOG {
             backlog.pop_front();
             self.stats.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        backlog.push_back((Instant::now(), message));
+        backlog.push_back(message);
     }
 
     /// Publishes the backlog in pipelines of at most [`MAX_BATCH`]; stops at the first failure,
     /// keeping what was not confirmed (at-least-once: a retried pipeline may repeat messages).
-    fn flush(&mut self, backlog: &mut VecDeque<(Instant, String)>) {
-        let max_age = self.max_age;
-        while backlog
-            .front()
-            .is_some_and(|(at, _)| at.elapsed() > max_age)
-        {
-            backlog.pop_front();
-            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-        }
+    fn flush(&mut self, backlog: &mut VecDeque<Outgoing>) {
+        let state_max_age = self.max_age;
+        let before = backlog.len();
+        backlog.retain(|m| m.queued.elapsed() <= m.max_age.unwrap_or(state_max_age));
+        self.stats
+            .dropped
+            .fetch_add((before - backlog.len()) as u64, Ordering::Relaxed);
         while !backlog.is_empty() {
             let count = backlog.len().min(MAX_BATCH);
             let mut pipeline = redis::pipe();
-            for (_, message) in backlog.iter().take(count) {
+            for message in backlog.iter().take(count) {
                 pipeline
                     .cmd(self.publish_command)
                     .arg(&self.channel)
-                    .arg(message)
+                    .arg(&message.text)
                     .ignore();
             }
             let Some(connection) = self.connection() else {

@@ -11,7 +11,6 @@ mod remote;
 
 use crate::app::{App, AppRegistry};
 use crate::channels::home_shard;
-use crate::channels::occupancy::Transition;
 use crate::channels::presence::{Joined, PresenceRosters};
 use crate::channels::table::ChannelTable;
 use crate::config::Config;
@@ -101,12 +100,26 @@ pub enum ShardMsg {
         /// Joined (true) or left.
         joined: bool,
     },
-    /// To every shard: `node`'s members for the channels homed there (replaces what was known).
-    NodePresence {
+    /// To every shard: `node`'s members and occupied channels homed there (replaces what was
+    /// known).
+    NodeState {
         /// The other node.
         node: Arc<str>,
         /// Its members.
-        entries: Vec<crate::cluster::envelope::PresenceEntry>,
+        presence: Vec<crate::cluster::envelope::PresenceEntry>,
+        /// Its occupied channels (app index, channel).
+        occupied: Vec<(u32, Box<str>)>,
+    },
+    /// To a channel's home shard: another node's first subscriber came or its last left.
+    RemoteOccupancy {
+        /// The other node.
+        node: Arc<str>,
+        /// App registry index.
+        app: u32,
+        /// Channel.
+        channel: Arc<str>,
+        /// Occupied (true) or vacated.
+        occupied: bool,
     },
     /// To every shard: `node` is gone; drop its members.
     NodeGone {
@@ -457,19 +470,23 @@ impl Shard {
     }
 
     fn home_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {
-        let transition = self
+        let change = self
             .occupancy
             .borrow_mut()
             .shard_changed(app, channel, occupied);
-        let channel = channel.to_string();
-        match transition {
-            Some(Transition::Occupied) => {
-                self.emit_webhook(app, WebhookEvent::ChannelOccupied { channel })
-            }
-            Some(Transition::Vacated) => {
-                self.emit_webhook(app, WebhookEvent::ChannelVacated { channel })
-            }
-            None => {}
+        if change.node_changed {
+            self.share_occupancy_change(app, channel, occupied);
+        }
+        if change.cluster_changed {
+            let channel = channel.to_string();
+            self.emit_webhook(
+                app,
+                if occupied {
+                    WebhookEvent::ChannelOccupied { channel }
+                } else {
+                    WebhookEvent::ChannelVacated { channel }
+                },
+            );
         }
     }
 
@@ -621,7 +638,20 @@ impl Shard {
                 entry,
                 joined,
             } => self.apply_remote_presence(&node, &entry, joined),
-            ShardMsg::NodePresence { node, entries } => self.replace_node_presence(&node, &entries),
+            ShardMsg::NodeState {
+                node,
+                presence,
+                occupied,
+            } => self.replace_node_state(&node, &presence, &occupied),
+            ShardMsg::RemoteOccupancy {
+                node,
+                app,
+                channel,
+                occupied,
+            } => self
+                .occupancy
+                .borrow_mut()
+                .remote_changed(app, &channel, &node, occupied),
             message @ (ShardMsg::NodeGone { .. } | ShardMsg::Nodes { .. }) => {
                 self.apply_node_message(message)
             }

@@ -39,8 +39,9 @@ pub enum Query {
         /// Presence channel name.
         channel: Arc<str>,
     },
-    /// This node's presence members in the rosters each shard keeps (for a cluster snapshot).
-    LocalPresence,
+    /// What this node contributes to the cluster from each shard's rosters and occupancy (for a
+    /// snapshot).
+    LocalState,
     /// Nothing: answered once every message sent before it has been handled, so a publish
     /// followed by a barrier has been written (or queued) on every shard.
     Barrier,
@@ -73,8 +74,13 @@ pub enum Answer {
     Terminated(usize),
     /// For `Barrier`.
     Done,
-    /// For `LocalPresence`: this shard's local members.
-    Presence(Vec<crate::cluster::envelope::PresenceEntry>),
+    /// For `LocalState`: this shard's local presence members and occupied channels.
+    LocalState {
+        /// Presence members.
+        presence: Vec<crate::cluster::envelope::PresenceEntry>,
+        /// Occupied channels, as (app id, channel).
+        occupied: Vec<(String, String)>,
+    },
 }
 
 /// Sums per-shard counts into node-wide counts per channel.
@@ -188,7 +194,18 @@ impl Shard {
             Query::TerminateUser { app, user_id } => {
                 Answer::Terminated(self.terminate_user(*app, user_id))
             }
-            Query::LocalPresence => Answer::Presence(self.local_presence()),
+            Query::LocalState => Answer::LocalState {
+                presence: self.local_presence(),
+                occupied: self
+                    .occupancy
+                    .borrow()
+                    .local_channels()
+                    .into_iter()
+                    .map(|(app, channel)| {
+                        (self.apps.by_index(app).id().to_string(), channel.into())
+                    })
+                    .collect(),
+            },
             Query::Barrier => Answer::Done,
         }
     }

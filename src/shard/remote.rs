@@ -17,6 +17,9 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Duration;
 
+/// The part of a node's snapshot one shard keeps: presence members and occupied channels.
+type NodeStatePart = (Vec<PresenceEntry>, Vec<(u32, Box<str>)>);
+
 /// Cross-node questions this shard waits on.
 #[derive(Default)]
 pub(super) struct PendingRemote {
@@ -111,13 +114,18 @@ impl Shard {
     /// Publishes this node's presence members (and, with `ask`, asks every node for theirs).
     pub async fn announce(&self, ask: bool) {
         let Some(link) = &self.cluster else { return };
-        let mut entries = Vec::new();
-        for answer in self.gather(Query::LocalPresence).await {
-            if let Answer::Presence(part) = answer {
-                entries.extend(part);
+        let (mut presence, mut occupied) = (Vec::new(), Vec::new());
+        for answer in self.gather(Query::LocalState).await {
+            if let Answer::LocalState {
+                presence: p,
+                occupied: o,
+            } = answer
+            {
+                presence.extend(p);
+                occupied.extend(o);
             }
         }
-        link.publish(Body::PresenceSnapshot { entries });
+        link.publish(Body::Snapshot { presence, occupied });
         if ask {
             link.publish(Body::Hello);
         }
@@ -150,8 +158,16 @@ impl Shard {
         match message {
             ShardMsg::NodeGone { node } => {
                 let events = self.presence.borrow_mut().drop_node(&node);
+                let vacated = self.occupancy.borrow_mut().drop_node(&node);
                 if self.is_cluster_leader() {
                     self.emit_removals(&events);
+                    for (app, channel) in vacated {
+                        let channel = channel.into();
+                        self.emit_webhook(
+                            app,
+                            crate::webhooks::WebhookEvent::ChannelVacated { channel },
+                        );
+                    }
                 }
                 self.announce_member_events(events);
             }
@@ -252,9 +268,15 @@ impl Shard {
         self.announce_member_events(event.into_iter().collect());
     }
 
-    /// At each shard: `node`'s full list of members for the channels homed here replaces what
-    /// was known of it, with events only for real changes.
-    pub(super) fn replace_node_presence(&self, node: &Arc<str>, entries: &[PresenceEntry]) {
+    /// At each shard: `node`'s members and occupied channels homed here replace what was known
+    /// of it, with member events only for real changes.
+    pub(super) fn replace_node_state(
+        &self,
+        node: &Arc<str>,
+        entries: &[PresenceEntry],
+        occupied: &[(u32, Box<str>)],
+    ) {
+        self.occupancy.borrow_mut().replace_node(node, occupied);
         let known = self.presence.borrow().node_members(node);
         let fresh: Vec<(u32, &PresenceEntry)> = entries
             .iter()
@@ -319,7 +341,33 @@ impl Shard {
             }
             Body::PresenceJoin(entry) => self.route_remote_presence(node, entry, true),
             Body::PresenceLeave(entry) => self.route_remote_presence(node, entry, false),
-            Body::PresenceSnapshot { entries } => self.route_snapshot(node, entries),
+            Body::Snapshot { presence, occupied } => self.route_snapshot(node, presence, occupied),
+            Body::Occupancy {
+                app,
+                channel,
+                occupied,
+            } => {
+                let Some(app) = self.apps.by_id(&app) else {
+                    return;
+                };
+                let home = home_shard(app.index, &channel, self.shards);
+                let (app, channel) = (app.index, Arc::from(channel.as_str()));
+                if home == self.id {
+                    self.occupancy
+                        .borrow_mut()
+                        .remote_changed(app, &channel, &node, occupied);
+                } else {
+                    self.send_to(
+                        home,
+                        ShardMsg::RemoteOccupancy {
+                            node,
+                            app,
+                            channel,
+                            occupied,
+                        },
+                    );
+                }
+            }
             Body::Hello => self.announce(false).await,
             Body::Query { id, shard, query } => {
                 self.answer_remote_query(&node, id, shard, query).await
@@ -371,25 +419,53 @@ impl Shard {
         }
     }
 
-    fn route_snapshot(&self, node: Arc<str>, entries: Vec<PresenceEntry>) {
-        let mut parts: Vec<Vec<PresenceEntry>> = (0..self.shards).map(|_| Vec::new()).collect();
-        for entry in entries {
+    fn route_snapshot(
+        &self,
+        node: Arc<str>,
+        presence: Vec<PresenceEntry>,
+        occupied: Vec<(String, String)>,
+    ) {
+        let mut parts: Vec<NodeStatePart> = (0..self.shards).map(|_| Default::default()).collect();
+        for entry in presence {
             if let Some(app) = self.apps.by_id(&entry.app) {
-                parts[home_shard(app.index, &entry.channel, self.shards)].push(entry);
+                parts[home_shard(app.index, &entry.channel, self.shards)]
+                    .0
+                    .push(entry);
             }
         }
-        for (shard, part) in parts.into_iter().enumerate() {
+        for (app, channel) in occupied {
+            if let Some(app) = self.apps.by_id(&app) {
+                parts[home_shard(app.index, &channel, self.shards)]
+                    .1
+                    .push((app.index, channel.into()));
+            }
+        }
+        for (shard, (presence, occupied)) in parts.into_iter().enumerate() {
             if shard == self.id {
-                self.replace_node_presence(&node, &part);
+                self.replace_node_state(&node, &presence, &occupied);
             } else {
                 self.send_to(
                     shard,
-                    ShardMsg::NodePresence {
+                    ShardMsg::NodeState {
                         node: node.clone(),
-                        entries: part,
+                        presence,
+                        occupied,
                     },
                 );
             }
+        }
+    }
+
+    /// Tells the other nodes that this node's first subscriber of a channel came (or its last
+    /// left).
+    pub(super) fn share_occupancy_change(&self, app: u32, channel: &str, occupied: bool) {
+        if let Some(link) = &self.cluster {
+            let app = self.apps.by_index(app).id().to_string();
+            link.publish(Body::Occupancy {
+                app,
+                channel: channel.to_string(),
+                occupied,
+            });
         }
     }
 

@@ -3,11 +3,12 @@
 // the app secret, no auth endpoint), and wait for events with timeouts so a
 // missing event fails a test instead of hanging it.
 
+import { deepStrictEqual } from 'node:assert';
 import { spawn } from 'node:child_process';
 import { createHash, createHmac } from 'node:crypto';
 import { constants as fsConstants } from 'node:fs';
 import { access, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -151,14 +152,15 @@ export function freePort() {
 /**
  * Start the warren binary on a free port and wait until GET /health is 200.
  * `config` is optional TOML text, written to a temp file and passed as --config.
- * Returns { port, log(), stop() }.
+ * `shards` (default 2) is passed as --shards.
+ * Returns { port, pid, log(), printLog(reason), stop(), kill9(), running(), exitInfo() }.
  */
-export async function startServer({ config } = {}) {
+export async function startServer({ config, shards = 2 } = {}) {
   await access(SERVER_BIN, fsConstants.X_OK).catch(() => {
     throw new Error(`no executable at ${SERVER_BIN}: build it with \`cargo build\` or set WARREN_BIN`);
   });
   const port = await freePort();
-  const args = ['--port', String(port), '--bind', '127.0.0.1', '--shards', '2'];
+  const args = ['--port', String(port), '--bind', '127.0.0.1', '--shards', String(shards)];
   let tmpDir = null;
   if (config) {
     tmpDir = await mkdtemp(join(tmpdir(), 'warren-e2e-'));
@@ -178,6 +180,7 @@ export async function startServer({ config } = {}) {
   };
   child.stdout.on('data', append);
   child.stderr.on('data', append);
+  trackChild(child);
   const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
   let exitInfo = null;
   exited.then((info) => (exitInfo = info));
@@ -186,7 +189,20 @@ export async function startServer({ config } = {}) {
 
   const server = {
     port,
+    pid: child.pid,
     log: () => output,
+    /** Whether the process is still running. */
+    running,
+    /** `{code, signal}` once the process has exited, else null. */
+    exitInfo: () => exitInfo,
+    /** SIGKILL the process (no shutdown of any kind) and wait for it to be gone. */
+    async kill9() {
+      if (running()) {
+        child.kill('SIGKILL');
+        await Promise.race([exited, deadline(STOP_TIMEOUT_MS)]);
+      }
+      return exitInfo;
+    },
     printLog(reason) {
       process.stderr.write(`\n----- warren output (${reason}) -----\n${output}\n----- end -----\n`);
     },
@@ -221,6 +237,38 @@ export async function startServer({ config } = {}) {
     throw e;
   }
   return server;
+}
+
+/**
+ * Every child process the helpers start (warren, redis-server). Whatever is still
+ * running when the test process exits, or is interrupted, is killed, so a failed
+ * or cancelled test leaves nothing behind.
+ */
+const liveChildren = new Set();
+let exitHooked = false;
+function trackChild(child) {
+  liveChildren.add(child);
+  child.once('exit', () => liveChildren.delete(child));
+  child.once('error', () => liveChildren.delete(child));
+  if (!exitHooked) {
+    exitHooked = true;
+    const killAll = () => {
+      for (const c of liveChildren) {
+        try {
+          c.kill('SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    };
+    process.once('exit', killAll);
+    for (const signal of ['SIGINT', 'SIGTERM']) {
+      process.once(signal, () => {
+        killAll();
+        process.kill(process.pid, signal);
+      });
+    }
+  }
 }
 
 async function healthy(port) {
@@ -443,3 +491,356 @@ export function appsConfig(apps, server = { activity_timeout: 120 }) {
 
 /** The shard that owns a socket: the low 10 bits of the socket id's second part. */
 export const shardOf = (socketId) => Number(BigInt(socketId.split('.')[1]) & 1023n);
+
+/**
+ * pusher-js (Node build) calls close() on its faye-websocket again when the
+ * server closes with a "refused" code (4001-4099) on an open connection; faye
+ * then arms a 30 s close timer on the already-closed socket that keeps the test
+ * process alive. Call this while the socket is open; the returned function
+ * clears that timer once the connection is closed.
+ */
+export function disarmCloseTimer(pusher) {
+  const socket = pusher.connection.connection?.transport?.socket;
+  return () => clearTimeout(socket?._closeTimer);
+}
+
+// ---------------------------------------------------------------- cluster (Redis)
+
+/** The redis-server binary (Debian's package; override with REDIS_SERVER). */
+export const REDIS_SERVER_BIN = process.env.REDIS_SERVER ?? 'redis-server';
+
+/** Resolve true when a Redis server answers a raw `PING` on `port` with `+PONG`. */
+export function redisPing(port, ms = 1_000) {
+  return new Promise((resolvePromise) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let reply = '';
+    const done = (ok) => {
+      clearTimeout(timer);
+      socket.destroy();
+      resolvePromise(ok);
+    };
+    const timer = setTimeout(() => done(false), ms);
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write('PING\r\n'));
+    socket.on('data', (chunk) => {
+      reply += chunk;
+      if (reply.includes('\r\n')) done(reply.startsWith('+PONG'));
+    });
+    socket.on('error', () => done(false));
+    socket.on('close', () => done(false));
+  });
+}
+
+/**
+ * Start `redis-server` on `port` (a free one by default), without persistence,
+ * and wait until it answers PING. Returns
+ * { port, log(), running(), start(), stop(), kill(), restart({downMs}) }:
+ * `stop` is SIGTERM, `kill` SIGKILL; `start` starts it again on the same port.
+ */
+export async function startRedis({ port } = {}) {
+  port ??= await freePort();
+  let child = null;
+  let exited = null;
+  let exitInfo = null;
+  let output = '';
+  const running = () => child !== null && exitInfo === null;
+
+  async function start() {
+    if (running()) return;
+    exitInfo = null;
+    const args = ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'];
+    child = spawn(REDIS_SERVER_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    trackChild(child);
+    const append = (chunk) => {
+      output = (output + chunk).slice(-LOG_TAIL_CHARS);
+    };
+    child.stdout.on('data', append);
+    child.stderr.on('data', append);
+    exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+    exited.then((info) => (exitInfo = info));
+    const spawnError = new Promise((r) => child.once('error', r));
+    try {
+      await Promise.race([
+        waitFor(() => redisPing(port, 500), STARTUP_TIMEOUT_MS, `redis-server PING on port ${port}`),
+        spawnError.then((e) => {
+          throw new Error(`cannot start ${REDIS_SERVER_BIN} (install redis-server or set REDIS_SERVER): ${e.message}`);
+        }),
+        exited.then(({ code, signal }) => {
+          throw new Error(`redis-server exited during start-up (code ${code}, signal ${signal}):\n${output}`);
+        }),
+      ]);
+    } catch (e) {
+      await halt('SIGKILL');
+      throw e;
+    }
+  }
+
+  async function halt(signal) {
+    if (!running()) return;
+    child.kill(signal);
+    if ((await Promise.race([exited, deadline(STOP_TIMEOUT_MS).then(() => 'timeout')])) === 'timeout') {
+      child.kill('SIGKILL');
+      await Promise.race([exited, deadline(STOP_TIMEOUT_MS)]);
+    }
+  }
+
+  const redis = {
+    port,
+    log: () => output,
+    running,
+    start,
+    stop: () => halt('SIGTERM'),
+    kill: () => halt('SIGKILL'),
+    async restart({ downMs = 0 } = {}) {
+      await halt('SIGTERM');
+      if (downMs > 0) await sleep(downMs);
+      await start();
+    },
+  };
+  await start();
+  return redis;
+}
+
+/** A prefix for the cluster's Redis channels and keys, unique to this process and call. */
+export const clusterPrefix = (label) => `warren-test-${label}-${process.pid}-${Date.now().toString(36)}`;
+
+/**
+ * TOML for one cluster node: `[server]`, the default app and `[cluster]`.
+ * `extraToml` goes at the very end (bare keys there land in `[cluster]`).
+ */
+export function clusterConfig({ redisPort, prefix, nodeTimeout = 3, heartbeatInterval = 1, extraToml = '' }) {
+  return `
+[server]
+activity_timeout = 120
+shutdown_grace = 1
+
+[[apps]]
+id = "${DEFAULT_APP.id}"
+key = "${DEFAULT_APP.key}"
+secret = "${DEFAULT_APP.secret}"
+
+[cluster]
+redis_url = "redis://127.0.0.1:${redisPort}/0"
+prefix = "${prefix}"
+node_timeout = ${nodeTimeout}
+heartbeat_interval = ${heartbeatInterval}
+${extraToml}
+`;
+}
+
+/** `{status, text}` of a plain GET on a server's port (e.g. /health, /ready); status 0 if unreachable. */
+export async function probe(port, path) {
+  try {
+    const res = await fetch(`http://127.0.0.1:${port}${path}`);
+    return { status: res.status, text: await res.text() };
+  } catch (e) {
+    return { status: 0, text: String(e) };
+  }
+}
+
+/**
+ * Start one cluster node (see clusterConfig) and, unless `waitReady` is false,
+ * wait until its GET /ready is 200 (the Redis link is up). Returns the server
+ * (startServer's object: port, stop(), kill9(), running(), log(), ...) plus:
+ * `name`; `rest()`, the `pusher` SDK bound to this node; `open(opts)` /
+ * `connect(opts)`, pusher-js clients of this node (tracked);
+ * `disconnectClients()`; `ready()` and `health()` ({status, text}); `waitReady(ms)`.
+ */
+export async function startNode({
+  redisPort,
+  prefix,
+  shards = 2,
+  extraToml = '',
+  nodeTimeout,
+  heartbeatInterval,
+  name = 'node',
+  waitReady = true,
+  readyTimeoutMs = 10_000,
+}) {
+  const config = clusterConfig({ redisPort, prefix, nodeTimeout, heartbeatInterval, extraToml });
+  const server = await startServer({ config, shards });
+  const clients = [];
+  const node = Object.assign(server, {
+    name,
+    rest: (app = DEFAULT_APP, options = {}) => restClient(server.port, app, options),
+    open(opts) {
+      const pusher = createClient(server.port, opts);
+      clients.push(pusher);
+      return pusher;
+    },
+    async connect(opts) {
+      const pusher = node.open(opts);
+      await waitForState(pusher, 'connected');
+      return pusher;
+    },
+    disconnectClients() {
+      for (const pusher of clients.splice(0)) pusher.disconnect();
+    },
+    ready: () => probe(server.port, '/ready'),
+    health: () => probe(server.port, '/health'),
+    async waitReady(ms = readyTimeoutMs) {
+      let last;
+      await waitFor(
+        async () => (last = await node.ready()).status === 200,
+        ms,
+        `GET /ready 200 on ${name} (port ${server.port})`,
+      ).catch((e) => {
+        throw new Error(`${e.message}; last answer ${last?.status} ${JSON.stringify(last?.text)}`);
+      });
+    },
+  });
+  const stop = server.stop;
+  node.stop = async () => {
+    node.disconnectClients();
+    return stop();
+  };
+  if (waitReady) {
+    try {
+      await node.waitReady();
+    } catch (e) {
+      node.printLog(`${name} not ready`);
+      await node.stop();
+      throw e;
+    }
+  }
+  return node;
+}
+
+/**
+ * A set of Redis servers and nodes started for one test (or file), stopped
+ * together by `cleanup()`. `redis(opts)` and `node(opts)` start and track them
+ * (`node` defaults `prefix` and `redisPort` to the scope's). `cleanup(failed)`
+ * disconnects the clients, prints every log when `failed`, and stops everything.
+ */
+export function clusterScope({ prefix }) {
+  const redises = [];
+  const nodes = [];
+  const scope = {
+    prefix,
+    redises,
+    nodes,
+    async redis(opts) {
+      const r = await startRedis(opts);
+      redises.push(r);
+      return r;
+    },
+    async node(opts = {}) {
+      const n = await startNode({
+        prefix,
+        redisPort: redises[0]?.port,
+        name: `node${nodes.length}`,
+        ...opts,
+      });
+      nodes.push(n);
+      return n;
+    },
+    disconnectClients() {
+      for (const n of nodes) n.disconnectClients();
+    },
+    printLogs(reason) {
+      for (const n of nodes) n.printLog(`${n.name}, port ${n.port}: ${reason}`);
+      for (const r of redises) {
+        process.stderr.write(`\n----- redis-server ${r.port} (${reason}) -----\n${r.log()}\n----- end -----\n`);
+      }
+    },
+    async cleanup(failed = false) {
+      scope.disconnectClients();
+      if (failed) scope.printLogs('after a failed test');
+      await Promise.all(
+        nodes.splice(0).map(async (n) => {
+          const info = await n.stop();
+          if (!failed && info && info.code !== 0 && info.signal !== 'SIGTERM' && info.signal !== 'SIGKILL') {
+            n.printLog(`${n.name} exited with code ${info.code}, signal ${info.signal}`);
+          }
+        }),
+      );
+      await Promise.all(redises.splice(0).map((r) => r.kill()));
+    },
+  };
+  return scope;
+}
+
+/**
+ * Start Redis and `nodes` cluster nodes for the test file (before/after hooks);
+ * clients are disconnected after each test and logs printed after a failed one.
+ * Returns the scope (see clusterScope): `ctx.nodes[i]`, `ctx.redises[0]`.
+ */
+export function useCluster({ nodes = 3, prefix, nodeOptions = {} }) {
+  const scope = clusterScope({ prefix });
+  before(async () => {
+    try {
+      await scope.redis();
+      for (let i = 0; i < nodes; i++) await scope.node(nodeOptions);
+    } catch (e) {
+      await scope.cleanup(true);
+      throw e;
+    }
+  });
+  afterEach((t) => {
+    scope.disconnectClients();
+    if (t.passed === false) scope.printLogs(`after failed test "${t.name}"`);
+  });
+  after(() => scope.cleanup(false));
+  return scope;
+}
+
+/** Poll until `fn()` deep-equals `expected` (node:assert deepStrictEqual); else fail showing the last value. */
+export async function eventually(fn, expected, what, ms = 5_000) {
+  let last;
+  const matches = () => {
+    try {
+      deepStrictEqual(last, expected);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+  try {
+    await waitFor(
+      async () => {
+        last = await fn();
+        return matches();
+      },
+      ms,
+      what,
+    );
+  } catch (e) {
+    deepStrictEqual(last, expected, `${what}: ${e.message}`);
+  }
+  return last;
+}
+
+/**
+ * Connect to `node` (anything with `connect(opts)`: a cluster node, a useServer
+ * context) as `user`, join the presence channel `room`, and record its member
+ * events. Resolves with { pusher, channel, presence (the subscription_succeeded
+ * data's `presence`), added, removed (pusher-js events), rawAdded, rawRemoved
+ * (the protocol messages, whose data is {user_id, user_info}) }.
+ */
+export async function joinPresence(node, room, user) {
+  const pusher = await node.connect({ user });
+  const succeeded = recordMessages(pusher, 'pusher_internal:subscription_succeeded', room);
+  const rawAdded = recordMessages(pusher, 'pusher_internal:member_added', room);
+  const rawRemoved = recordMessages(pusher, 'pusher_internal:member_removed', room);
+  const channel = await subscribed(pusher, room);
+  return {
+    pusher,
+    channel,
+    presence: succeeded.items[0].data.presence,
+    added: record(channel, 'pusher:member_added'),
+    removed: record(channel, 'pusher:member_removed'),
+    rawAdded,
+    rawRemoved,
+  };
+}
+
+/** GET an HTTP API path through a node's `pusher` SDK; resolves with the decoded JSON (the SDK rejects on >= 400). */
+export async function restGet(node, path, params) {
+  const res = await node.rest().get({ path, params });
+  return res.json();
+}
+
+/** The sorted user ids GET /channels/{room}/users answers on `node`. */
+export async function presenceUserIds(node, room) {
+  return (await restGet(node, `/channels/${room}/users`)).users.map((u) => u.id).sort();
+}
