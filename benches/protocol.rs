@@ -1,0 +1,59 @@
+//! Per-message costs on the hot paths: encoding a broadcast frame, parsing client messages
+//! (serde_json with borrowed fields and `RawValue`), and checking a channel signature.
+
+use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use warren::auth;
+use warren::protocol::inbound;
+use warren::protocol::outbound::{self, EventData};
+use warren::ws::frame;
+
+fn encode(c: &mut Criterion) {
+    let data = "x".repeat(100);
+    c.bench_function("encode broadcast frame (100-byte data)", |b| {
+        b.iter(|| {
+            let text = outbound::channel_event(
+                "my-event",
+                "my-channel",
+                EventData::Text(black_box(&data)),
+                None,
+            );
+            frame::shared_text_frame(&text)
+        })
+    });
+}
+
+fn parse(c: &mut Criterion) {
+    let messages = [
+        ("ping", r#"{"event":"pusher:ping","data":{}}"#),
+        (
+            "subscribe",
+            r#"{"event":"pusher:subscribe","data":{"auth":"app-key:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4","channel":"private-foobar"}}"#,
+        ),
+        (
+            "presence subscribe",
+            r#"{"event":"pusher:subscribe","data":{"auth":"app-key:31935e7d86dba64c2a90aed31fdc61869f9b22ba9d8863bba239c03ca481bc80","channel":"presence-foobar","channel_data":"{\"user_id\":10,\"user_info\":{\"name\":\"Mr. Channels\"}}"}}"#,
+        ),
+        (
+            "client event",
+            r#"{"event":"client-typing","channel":"private-chat","data":{"user":"alice","typing":true}}"#,
+        ),
+    ];
+    for (name, text) in messages {
+        c.bench_function(&format!("parse {name}"), |b| {
+            b.iter(|| inbound::decode(black_box(text)).is_ok())
+        });
+    }
+}
+
+fn signature(c: &mut Criterion) {
+    let signed = auth::channel_string_to_sign("1234.1234", "private-foobar", None);
+    let auth = format!("key:{}", auth::sign("secret", &signed));
+    c.bench_function("verify private channel auth", |b| {
+        b.iter(|| {
+            auth::verify_channel_auth("key", "secret", black_box(&signed), black_box(&auth)).is_ok()
+        })
+    });
+}
+
+criterion_group!(benches, encode, parse, signature);
+criterion_main!(benches);
