@@ -23,6 +23,7 @@ pub struct ServerHandle {
     local_addr: SocketAddr,
     process: Arc<ProcessState>,
     threads: Vec<std::thread::JoinHandle<()>>,
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 /// Why the server could not start.
@@ -89,6 +90,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
         local_addr,
         process,
         threads,
+        webhooks,
     };
     handle.wait_listening()?;
     Ok(handle)
@@ -206,8 +208,19 @@ impl ServerHandle {
 
     /// Blocks until the server stops (after the stop flag is set and connections have closed).
     pub fn wait(mut self) {
+        self.join();
+    }
+
+    /// Joins the shards, then lets the webhook dispatcher spool what it still holds.
+    fn join(&mut self) {
         for thread in self.threads.drain(..) {
             let _ = thread.join();
+        }
+        if let Some(webhooks) = self.webhooks.take() {
+            // The shards are gone, and with them every other reference.
+            if let Ok(webhooks) = Arc::try_unwrap(webhooks) {
+                webhooks.stop();
+            }
         }
     }
 
@@ -221,8 +234,6 @@ impl ServerHandle {
 impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.process.stop.store(true, Ordering::Release);
-        for thread in self.threads.drain(..) {
-            let _ = thread.join();
-        }
+        self.join();
     }
 }

@@ -11,12 +11,16 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Starts one delivery thread per receiver and the dispatcher; returns the events' inlet.
+/// Where shards send (app index, event).
+pub type Inlet = Sender<(u32, WebhookEvent)>;
+
+/// Starts one delivery thread per receiver and the dispatcher; returns the events' inlet and the
+/// dispatcher thread (which ends, having spooled everything it held, once the inlet is dropped).
 pub fn start(
     config: &Config,
     apps: &AppRegistry,
     stats: Arc<WebhookStats>,
-) -> Result<Sender<(u32, WebhookEvent)>, String> {
+) -> Result<(Inlet, std::thread::JoinHandle<()>), String> {
     let mut targets = Vec::new();
     for app in apps.iter() {
         let mut app_targets = Vec::new();
@@ -29,24 +33,24 @@ pub fn start(
     }
     let (tx, rx) = mpsc::channel();
     let dispatcher = Dispatcher::new(targets, &config.webhooks);
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("warren-webhooks".into())
         .spawn(move || dispatcher.run(rx))
         .map_err(|e| format!("cannot start the webhook dispatcher: {e}"))?;
-    Ok(tx)
+    Ok((tx, thread))
 }
 
 /// One receiver as the dispatcher sees it: its filter and its open batch.
 struct Target {
     prefix: Option<String>,
     events: Vec<String>,
-    outlet: Sender<String>,
+    outlet: delivery::Outlet,
     batch: Vec<Value>,
     opened: Option<Instant>,
 }
 
 impl Target {
-    fn new(config: &WebhookTarget, outlet: Sender<String>) -> Self {
+    fn new(config: &WebhookTarget, outlet: delivery::Outlet) -> Self {
         Target {
             prefix: config.filter.channel_prefix.clone(),
             events: config.events.clone(),
@@ -71,8 +75,7 @@ impl Target {
         let events = std::mem::take(&mut self.batch);
         self.opened = None;
         let body = json!({ "time_ms": unix_millis(), "events": events }).to_string();
-        // A delivery thread only ends with the process.
-        let _ = self.outlet.send(body);
+        self.outlet.send(body);
     }
 }
 
@@ -211,7 +214,7 @@ impl Dispatcher {
 mod tests {
     use super::*;
 
-    fn dispatcher(targets: Vec<(WebhookTarget, Sender<String>)>) -> Dispatcher {
+    fn dispatcher(targets: Vec<(WebhookTarget, delivery::Outlet)>) -> Dispatcher {
         let settings = WebhookSettings {
             grace_ms: 1000,
             batch_window_ms: 10,
@@ -236,8 +239,9 @@ mod tests {
         }
     }
 
-    fn names(body: &str) -> Vec<String> {
-        let value: Value = serde_json::from_str(body).unwrap();
+    fn names(batch: delivery::Batch) -> Vec<String> {
+        assert!(batch.seq.is_some(), "spooled when handed over");
+        let value: Value = serde_json::from_str(&batch.body).unwrap();
         value["events"]
             .as_array()
             .unwrap()
@@ -254,7 +258,7 @@ mod tests {
 
     #[test]
     fn a_reload_within_the_grace_window_sends_nothing() {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = delivery::test_outlet("t2");
         let mut d = dispatcher(vec![(target(None, &[]), tx)]);
         let t0 = Instant::now();
         d.accept(
@@ -294,7 +298,7 @@ mod tests {
 
     #[test]
     fn held_events_go_after_the_window_and_batches_split_at_the_limit() {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = delivery::test_outlet("t3");
         let mut d = dispatcher(vec![(target(None, &[]), tx)]);
         let t0 = Instant::now();
         d.accept(
@@ -319,7 +323,7 @@ mod tests {
             t0,
         );
         assert_eq!(
-            names(&rx.try_recv().unwrap()),
+            names(rx.try_recv().unwrap()),
             vec!["channel_occupied:a", "channel_occupied:c"]
         );
         d.release_due(t0 + Duration::from_millis(999));
@@ -327,12 +331,12 @@ mod tests {
         assert!(rx.try_recv().is_err());
         d.release_due(t0 + Duration::from_millis(1000));
         d.flush_due(t0 + Duration::from_millis(1020));
-        assert_eq!(names(&rx.try_recv().unwrap()), vec!["channel_vacated:b"]);
+        assert_eq!(names(rx.try_recv().unwrap()), vec!["channel_vacated:b"]);
     }
 
     #[test]
     fn filters_by_event_name_and_channel_prefix() {
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = delivery::test_outlet("t4");
         let mut d = dispatcher(vec![(target(Some("presence-"), &["member_added"]), tx)]);
         let t0 = Instant::now();
         d.accept(
@@ -360,7 +364,7 @@ mod tests {
         );
         d.flush_due(t0 + Duration::from_millis(20));
         assert_eq!(
-            names(&rx.try_recv().unwrap()),
+            names(rx.try_recv().unwrap()),
             vec!["member_added:presence-a"]
         );
         assert!(rx.try_recv().is_err());

@@ -135,6 +135,7 @@ pub struct WebhookStats {
 #[derive(Debug)]
 pub struct Webhooks {
     tx: Sender<(u32, WebhookEvent)>,
+    dispatcher: std::thread::JoinHandle<()>,
     enabled: Vec<bool>,
     /// Delivery counters.
     pub stats: Arc<WebhookStats>,
@@ -148,9 +149,10 @@ impl Webhooks {
             return Ok(None);
         }
         let stats = Arc::new(WebhookStats::default());
-        let tx = dispatcher::start(config, apps, stats.clone())?;
+        let (tx, dispatcher) = dispatcher::start(config, apps, stats.clone())?;
         Ok(Some(Arc::new(Webhooks {
             tx,
+            dispatcher,
             enabled: apps.iter().map(|a| !a.config.webhooks.is_empty()).collect(),
             stats,
         })))
@@ -159,6 +161,15 @@ impl Webhooks {
     /// Whether app `app` has any webhook receiver (so shards can skip work for it).
     pub fn enabled(&self, app: u32) -> bool {
         self.enabled.get(app as usize).copied().unwrap_or(false)
+    }
+
+    /// Stops taking events and waits until the dispatcher has spooled everything it held (events
+    /// in the grace window and open batches), so that a graceful stop loses nothing; delivery
+    /// resumes from the spool at the next start.
+    pub fn stop(self) {
+        let Webhooks { tx, dispatcher, .. } = self;
+        drop(tx);
+        let _ = dispatcher.join();
     }
 
     /// Reports an event of app `app` (never blocks).

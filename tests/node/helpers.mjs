@@ -844,3 +844,295 @@ export async function restGet(node, path, params) {
 export async function presenceUserIds(node, room) {
   return (await restGet(node, `/channels/${room}/users`)).users.map((u) => u.id).sort();
 }
+
+// ---------------------------------------------------------------- webhooks (PROTOCOL.md §6)
+//
+// A real HTTP receiver that checks every request with the `pusher` SDK's own
+// webhook validator, a TOML builder for `[webhooks]` and per-app targets, a
+// reader of the on-disk spool, and a per-test scope that starts (and cleans up)
+// receivers, servers, spool directories and clients.
+
+import { createServer as createHttpServer } from 'node:http';
+import { readFile as readFileText } from 'node:fs/promises';
+
+/** A TOML value: string, number, boolean, array or (inline) table. */
+export function tomlValue(value) {
+  if (typeof value === 'string') return JSON.stringify(value);
+  if (typeof value === 'number' || typeof value === 'boolean') return String(value);
+  if (Array.isArray(value)) return `[${value.map(tomlValue).join(', ')}]`;
+  const fields = Object.entries(value).filter(([, v]) => v !== undefined);
+  return `{ ${fields.map(([k, v]) => `${JSON.stringify(k)} = ${tomlValue(v)}`).join(', ')} }`;
+}
+
+/**
+ * TOML for one app with webhook `targets` ({url, events, filter: {channel_prefix}, headers})
+ * and the global `[webhooks]` `settings` (batch_window_ms, grace_ms, spool_dir, ...).
+ */
+export function webhookConfig({ app = DEFAULT_APP, targets, settings = {}, server = {} }) {
+  const table = (fields) =>
+    Object.entries(fields)
+      .filter(([, v]) => v !== undefined)
+      .map(([k, v]) => `${k} = ${tomlValue(v)}`)
+      .join('\n');
+  return `
+[server]
+${table({ activity_timeout: 120, shutdown_grace: 1, ...server })}
+
+[webhooks]
+${table(settings)}
+
+[[apps]]
+${table({ id: app.id, key: app.key, secret: app.secret })}
+webhooks = ${tomlValue(targets)}
+`;
+}
+
+/** The batches still pending in a spool file (`P seq body` lines without an `A seq`), as raw bodies in order. */
+export async function readSpool(spoolDir, { appId = DEFAULT_APP.id, index = 0 } = {}) {
+  let text;
+  try {
+    text = await readFileText(join(spoolDir, `app-${appId}-${index}.spool`), 'utf8');
+  } catch (e) {
+    if (e.code === 'ENOENT') return [];
+    throw e;
+  }
+  const pending = [];
+  for (const line of text.split('\n')) {
+    const m = /^P (\d+) (.*)$/.exec(line);
+    if (m) {
+      try {
+        JSON.parse(m[2]);
+        pending.push({ seq: Number(m[1]), body: m[2] });
+      } catch {
+        // a torn last line
+      }
+      continue;
+    }
+    const a = /^A (\d+)$/.exec(line);
+    if (a) {
+      const i = pending.findIndex((p) => p.seq === Number(a[1]));
+      if (i >= 0) pending.splice(i, 1);
+    }
+  }
+  return pending.map((p) => p.body);
+}
+
+/** How many times `text` occurs in a server's (recent) output, ANSI colours removed. */
+export function logCount(server, text) {
+  // eslint-disable-next-line no-control-regex
+  return server.log().replace(/\x1b\[[0-9;]*m/g, '').split(text).length - 1;
+}
+
+/**
+ * Start an HTTP webhook receiver on 127.0.0.1 (`port`, default a free one;
+ * `listening: false` reserves the port but does not listen until `listen()`).
+ * Every request is checked with `pusher.webhook({headers, rawBody})` of the
+ * `pusher` SDK for `app` (isValid(), getEvents(), getTime()) and answered with
+ * the status `respond(request)` returns (default 200), or resolves to (to
+ * answer late).
+ *
+ * The receiver: `url`, `port`, `requests` (every request: {index, at, method,
+ * path, headers, rawBody, valid, events, time, status (0 until answered),
+ * aborted (the sender had closed the connection before the answer)}),
+ * `accepted` (the 2xx ones answered to a waiting sender), `entries(pred)` ({event, at, request} of accepted requests' events,
+ * in arrival order), `events(pred)`, `waitForEvents(pred, n, ms)` (resolves
+ * with the first n entries once there are n), `waitForRequests(n, ms)`,
+ * `problems()` (every way a request broke the contract: method, path, exact
+ * Content-Type, SDK validation, `expectHeaders`, time_ms, empty events),
+ * `listen()`, `close()`, `summary()`.
+ */
+export async function startWebhookReceiver({
+  app = DEFAULT_APP,
+  port,
+  listening = true,
+  respond = () => 200,
+  path = '/hook',
+  expectHeaders = {},
+} = {}) {
+  port ??= await freePort();
+  const validator = new PusherRest({ appId: app.id, key: app.key, secret: app.secret });
+  const requests = [];
+  const server = createHttpServer((req, res) => {
+    const chunks = [];
+    req.on('data', (chunk) => chunks.push(chunk));
+    req.on('end', () => {
+      const rawBody = Buffer.concat(chunks).toString('utf8');
+      const webhook = validator.webhook({ headers: req.headers, rawBody });
+      const valid = webhook.isValid();
+      const request = {
+        index: requests.length,
+        at: Date.now(),
+        method: req.method,
+        path: req.url,
+        headers: req.headers,
+        rawBody,
+        valid,
+        events: valid ? webhook.getEvents() : null,
+        time: valid ? webhook.getTime() : null,
+        status: 0,
+        aborted: false,
+      };
+      requests.push(request);
+      const answer = (status) => {
+        request.status = status;
+        if (res.destroyed || res.socket?.destroyed) {
+          request.aborted = true; // the sender gave up (timeout) before the answer
+          return;
+        }
+        res.writeHead(status, { 'content-type': 'text/plain' });
+        res.end(status >= 200 && status < 300 ? 'ok' : 'failed');
+      };
+      let status;
+      try {
+        status = respond(request);
+      } catch {
+        status = 500;
+      }
+      if (typeof status?.then === 'function') status.then(answer, () => answer(500));
+      else answer(status);
+    });
+  });
+  let isListening = false;
+
+  const accepted = () => requests.filter((r) => r.status >= 200 && r.status < 300 && !r.aborted);
+  const entries = (pred = () => true) =>
+    accepted().flatMap((request) =>
+      (request.events ?? []).filter((event) => pred(event)).map((event) => ({ event, at: request.at, request })),
+    );
+
+  const receiver = {
+    port,
+    url: `http://127.0.0.1:${port}${path}`,
+    requests,
+    get accepted() {
+      return accepted();
+    },
+    entries,
+    events: (pred) => entries(pred).map((e) => e.event),
+    async waitForEvents(pred, n = 1, ms = 10_000, what = 'webhook events') {
+      await waitFor(() => entries(pred).length >= n, ms, `${n} ${what} (got ${JSON.stringify(entries(pred).map((e) => e.event))})`);
+      return entries(pred).slice(0, n);
+    },
+    waitForRequests(n, ms = 10_000) {
+      return waitFor(() => requests.length >= n, ms, `${n} webhook requests (got ${requests.length})`);
+    },
+    problems() {
+      const out = [];
+      for (const r of requests) {
+        const where = `request ${r.index}`;
+        if (r.method !== 'POST') out.push(`${where}: method ${r.method}`);
+        if (r.path !== path) out.push(`${where}: path ${r.path}`);
+        if (r.headers['content-type'] !== 'application/json') {
+          out.push(`${where}: Content-Type ${JSON.stringify(r.headers['content-type'])}`);
+        }
+        if (!r.valid) out.push(`${where}: the pusher SDK says invalid: ${JSON.stringify({ headers: r.headers, body: r.rawBody })}`);
+        for (const [name, value] of Object.entries(expectHeaders)) {
+          if (r.headers[name.toLowerCase()] !== value) {
+            out.push(`${where}: header ${name} is ${JSON.stringify(r.headers[name.toLowerCase()])}, not ${JSON.stringify(value)}`);
+          }
+        }
+        if (r.valid) {
+          const t = r.time.getTime();
+          if (!Number.isInteger(JSON.parse(r.rawBody).time_ms) || Math.abs(r.at - t) > 120_000) {
+            out.push(`${where}: time_ms ${JSON.parse(r.rawBody).time_ms} vs received at ${r.at}`);
+          }
+          if (!Array.isArray(r.events) || r.events.length === 0) out.push(`${where}: no events`);
+        }
+      }
+      return out;
+    },
+    listening: () => isListening,
+    listen() {
+      if (isListening) return Promise.resolve();
+      return new Promise((resolvePromise, reject) => {
+        server.once('error', reject);
+        server.listen(port, '127.0.0.1', () => {
+          server.off('error', reject);
+          isListening = true;
+          resolvePromise();
+        });
+      });
+    },
+    close() {
+      if (!isListening) return Promise.resolve();
+      isListening = false;
+      return new Promise((resolvePromise) => {
+        server.close(() => resolvePromise());
+        server.closeAllConnections();
+      });
+    },
+    summary() {
+      return requests
+        .map((r) => `#${r.index} +${r.at} ${r.method} ${r.path} -> ${r.status}${r.aborted ? ' (sender gone)' : ''} ${r.rawBody}`)
+        .join('\n');
+    },
+  };
+  if (listening) await receiver.listen();
+  return receiver;
+}
+
+/**
+ * Receivers, warren servers (with webhook configs), spool directories and
+ * pusher-js clients started for one test; `cleanup(failed)` disconnects and
+ * stops all of them, removes the directories, and when `failed` prints the
+ * servers' output and every request each receiver got.
+ *
+ * `server({targets, settings, app, shards})` starts warren with `grace_ms`
+ * 500 and a fresh spool directory unless `settings` says otherwise; the
+ * server gets `spoolDir` and `config`.
+ */
+export function webhookScope() {
+  const receivers = [];
+  const servers = [];
+  const dirs = [];
+  const clients = [];
+  const scope = {
+    receivers,
+    servers,
+    async receiver(opts) {
+      const r = await startWebhookReceiver(opts);
+      receivers.push(r);
+      return r;
+    },
+    async spoolDir() {
+      const dir = await mkdtemp(join(tmpdir(), 'warren-webhook-spool-'));
+      dirs.push(dir);
+      return dir;
+    },
+    async server({ targets, settings = {}, app = DEFAULT_APP, shards = 2 }) {
+      const spoolDir = settings.spool_dir ?? (await scope.spoolDir());
+      const config = webhookConfig({ app, targets, settings: { grace_ms: 500, ...settings, spool_dir: spoolDir } });
+      const server = await startServer({ config, shards });
+      server.spoolDir = spoolDir;
+      server.config = config;
+      servers.push(server);
+      return server;
+    },
+    open(server, opts) {
+      const pusher = createClient(server.port, opts);
+      clients.push(pusher);
+      return pusher;
+    },
+    async connect(server, opts) {
+      const pusher = scope.open(server, opts);
+      await waitForState(pusher, 'connected');
+      return pusher;
+    },
+    disconnectClients() {
+      for (const pusher of clients.splice(0)) pusher.disconnect();
+    },
+    async cleanup(failed = false) {
+      scope.disconnectClients();
+      if (failed) {
+        servers.forEach((s, i) => s.printLog(`server ${i}, port ${s.port}, after a failed test`));
+        receivers.forEach((r, i) =>
+          process.stderr.write(`\n----- webhook receiver ${i} (${r.url}) -----\n${r.summary()}\n----- end -----\n`),
+        );
+      }
+      await Promise.all(servers.splice(0).map((s) => s.stop()));
+      await Promise.all(receivers.splice(0).map((r) => r.close()));
+      await Promise.all(dirs.splice(0).map((d) => rm(d, { recursive: true, force: true })));
+    },
+  };
+  return scope;
+}
