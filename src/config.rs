@@ -73,12 +73,13 @@ impl Default for WebhookSettings {
 }
 
 /// The webhook event names (PROTOCOL.md §6.3).
-pub const WEBHOOK_EVENTS: [&str; 5] = [
+pub const WEBHOOK_EVENTS: [&str; 6] = [
     "channel_occupied",
     "channel_vacated",
     "member_added",
     "member_removed",
     "client_event",
+    "subscription_count",
 ];
 
 /// One webhook receiver of an app.
@@ -250,6 +251,9 @@ pub struct AppConfig {
     /// Where this app's webhooks go.
     #[serde(default)]
     pub webhooks: Vec<WebhookTarget>,
+    /// Whether `subscription_count` webhooks are sent (non-presence channels).
+    #[serde(default)]
+    pub enable_subscription_count_webhooks: bool,
 }
 
 /// Accepts a TOML string or integer as text.

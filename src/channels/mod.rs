@@ -6,6 +6,7 @@
 
 pub mod occupancy;
 pub mod presence;
+pub mod subscription_count;
 pub mod table;
 
 /// Shard that owns the presence roster of `(app, channel)`: the same answer on every shard, so a

@@ -148,6 +148,16 @@ pub enum ShardMsg {
         /// Occupied (true) or vacated.
         occupied: bool,
     },
+    /// To the home shard: `delta` subscriptions to `channel` on the sending shard, for the
+    /// `subscription_count` webhook.
+    SubscriptionDelta {
+        /// App registry index.
+        app: u32,
+        /// Channel.
+        channel: Arc<str>,
+        /// +1 or -1.
+        delta: i64,
+    },
     /// To the home shard: one socket of `user_id` left presence `channel`.
     PresenceLeave {
         /// App registry index.
@@ -226,6 +236,7 @@ pub struct Shard {
     remote_queries: RefCell<remote::PendingRemote>,
     webhooks: Option<Arc<crate::webhooks::Webhooks>>,
     occupancy: RefCell<crate::channels::occupancy::Occupancy>,
+    subscription_counts: RefCell<crate::channels::subscription_count::SubscriptionCounts>,
     now: Cell<Instant>,
     next_counter: Cell<u64>,
 }
@@ -248,6 +259,7 @@ pub async fn run(setup: ShardSetup) {
         remote_queries: RefCell::new(remote::PendingRemote::default()),
         webhooks: setup.webhooks,
         occupancy: RefCell::new(Default::default()),
+        subscription_counts: RefCell::new(Default::default()),
         now: Cell::new(Instant::now()),
         next_counter: Cell::new(1),
     });
@@ -320,6 +332,7 @@ impl Shard {
             if ticks.is_multiple_of(TICKS_PER_SWEEP) {
                 self.sweep_liveness();
             }
+            self.send_due_subscription_counts();
         }
     }
 
@@ -376,6 +389,7 @@ impl Shard {
         if count == 1 {
             self.shard_occupancy_changed(conn.app.index, channel, true);
         }
+        self.subscription_count_changed(conn.app.index, channel, 1);
     }
 
     /// Takes `conn` out of a channel it was subscribed to (or joining), leaving the presence
@@ -394,6 +408,7 @@ impl Shard {
             if left == 0 {
                 self.shard_occupancy_changed(app, &subscription.channel, false);
             }
+            self.subscription_count_changed(app, &subscription.channel, -1);
         }
         if let Some(identity) = subscription.presence {
             let channel: Arc<str> = Arc::from(&*subscription.channel);
@@ -464,6 +479,69 @@ impl Shard {
                     app,
                     channel,
                     occupied,
+                },
+            );
+        }
+    }
+
+    /// A subscription to a non-presence channel came or went: tell the channel's home shard,
+    /// for the `subscription_count` webhook (apps with the feature on only).
+    fn subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
+        let wanted = self.webhooks_enabled(app)
+            && self
+                .apps
+                .by_index(app)
+                .config
+                .enable_subscription_count_webhooks
+            && crate::protocol::names::ChannelKind::of(channel)
+                != crate::protocol::names::ChannelKind::Presence;
+        if !wanted {
+            return;
+        }
+        let home = home_shard(app, channel, self.shards);
+        if home == self.id {
+            self.home_subscription_count_changed(app, channel, delta);
+        } else {
+            let channel = Arc::from(channel);
+            self.send_to(
+                home,
+                ShardMsg::SubscriptionDelta {
+                    app,
+                    channel,
+                    delta,
+                },
+            );
+        }
+    }
+
+    fn home_subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
+        let now = Instant::now();
+        let count = self
+            .subscription_counts
+            .borrow_mut()
+            .change(app, channel, delta, now);
+        if let Some(subscription_count) = count {
+            let channel = channel.to_string();
+            self.emit_webhook(
+                app,
+                WebhookEvent::SubscriptionCount {
+                    channel,
+                    subscription_count,
+                },
+            );
+        }
+    }
+
+    /// Sends the counts the 5-second throttle held back.
+    fn send_due_subscription_counts(&self) {
+        let due = self.subscription_counts.borrow_mut().due(self.now());
+        for (app, channel, subscription_count) in due {
+            let channel = channel.into();
+            self.emit_webhook(
+                app,
+                WebhookEvent::SubscriptionCount {
+                    channel,
+                    subscription_count,
                 },
             );
         }
@@ -661,6 +739,11 @@ impl Shard {
                 channel,
                 occupied,
             } => self.home_occupancy_changed(app, &channel, occupied),
+            ShardMsg::SubscriptionDelta {
+                app,
+                channel,
+                delta,
+            } => self.home_subscription_count_changed(app, &channel, delta),
             ShardMsg::Answer { id, answer } => {
                 query::PendingQueries::record_answer(&self.queries, id, answer)
             }

@@ -163,7 +163,9 @@ impl Dispatcher {
                     self.route(app, event, now);
                 }
             }
-            WebhookEvent::ClientEvent { .. } => self.route(app, event, now),
+            WebhookEvent::ClientEvent { .. } | WebhookEvent::SubscriptionCount { .. } => {
+                self.route(app, event, now)
+            }
         }
     }
 

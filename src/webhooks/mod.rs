@@ -46,6 +46,13 @@ pub enum WebhookEvent {
         /// User id.
         user_id: String,
     },
+    /// A non-presence channel's subscription count changed (throttled for busy channels).
+    SubscriptionCount {
+        /// Channel.
+        channel: String,
+        /// Subscriptions now.
+        subscription_count: usize,
+    },
     /// A client event was relayed.
     ClientEvent {
         /// Channel.
@@ -70,6 +77,7 @@ impl WebhookEvent {
             WebhookEvent::MemberAdded { .. } => "member_added",
             WebhookEvent::MemberRemoved { .. } => "member_removed",
             WebhookEvent::ClientEvent { .. } => "client_event",
+            WebhookEvent::SubscriptionCount { .. } => "subscription_count",
         }
     }
 
@@ -80,6 +88,7 @@ impl WebhookEvent {
             | WebhookEvent::ChannelVacated { channel }
             | WebhookEvent::MemberAdded { channel, .. }
             | WebhookEvent::MemberRemoved { channel, .. }
+            | WebhookEvent::SubscriptionCount { channel, .. }
             | WebhookEvent::ClientEvent { channel, .. } => channel,
         }
     }
@@ -95,6 +104,12 @@ impl WebhookEvent {
             WebhookEvent::MemberAdded { channel, user_id }
             | WebhookEvent::MemberRemoved { channel, user_id } => {
                 json!({ "name": name, "channel": channel, "user_id": user_id })
+            }
+            WebhookEvent::SubscriptionCount {
+                channel,
+                subscription_count,
+            } => {
+                json!({ "name": name, "channel": channel, "subscription_count": subscription_count })
             }
             WebhookEvent::ClientEvent {
                 channel,

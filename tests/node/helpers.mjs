@@ -882,7 +882,7 @@ ${table({ activity_timeout: 120, shutdown_grace: 1, ...server })}
 ${table(settings)}
 
 [[apps]]
-${table({ id: app.id, key: app.key, secret: app.secret })}
+${table({ id: app.id, key: app.key, secret: app.secret, ...(app.extra ?? {}) })}
 webhooks = ${tomlValue(targets)}
 `;
 }

@@ -11,7 +11,7 @@
 
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, test } from 'node:test';
-import { E2E, restClient, sleep, subscribed, uniqueName, waitFor, webhookScope } from './helpers.mjs';
+import { DEFAULT_APP, E2E, restClient, sleep, subscribed, uniqueName, waitFor, webhookScope } from './helpers.mjs';
 
 const GRACE_MS = 500;
 const HEADERS = Object.freeze({ 'X-Custom': 'v' });
@@ -355,5 +355,29 @@ test('batching: a batch is sent as soon as it holds max_batch_size events', E2E,
     `requests:\n${rx.summary()}`,
   );
   assert.deepEqual(sorted(rx.events()), sorted(channels.map((channel) => ({ name: 'channel_occupied', channel }))));
+  assert.deepEqual(rx.problems(), []);
+});
+
+test('subscription_count: every change of a non-presence channel, for apps with the feature on', E2E, async () => {
+  const rx = await scope.receiver({});
+  const app = { ...DEFAULT_APP, extra: { enable_subscription_count_webhooks: true } };
+  const server = await scope.server({ targets: [{ url: rx.url, events: ['subscription_count'] }], app });
+  const channel = uniqueName('wh-count');
+  const room = uniqueName('presence-wh-count');
+  const clients = [];
+  for (let i = 0; i < 3; i++) {
+    const pusher = await scope.connect(server, { user: { id: `u${i}`, info: {} } });
+    await subscribed(pusher, channel);
+    clients.push(pusher);
+  }
+  await subscribed(clients[0], room);
+  clients[2].disconnect();
+  const entries = await rx.waitForEvents(on(channel), 4);
+  assert.deepEqual(
+    entries.map((e) => e.event),
+    [1, 2, 3, 2].map((n) => ({ name: 'subscription_count', channel, subscription_count: n })),
+  );
+  await sleep(300);
+  assert.deepEqual(rx.events(on(room)), [], 'no subscription_count for presence channels');
   assert.deepEqual(rx.problems(), []);
 });
