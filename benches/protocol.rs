@@ -55,5 +55,58 @@ fn signature(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, encode, parse, signature);
+criterion_group!(benches, encode, parse, signature, serde_json_vs_simd_json);
 criterion_main!(benches);
+
+/// The shape of a client message as the decoder reads it, for comparing the two JSON parsers on
+/// the same borrowed structure.
+#[derive(serde::Deserialize)]
+#[allow(dead_code)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    event: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    channel: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    data: Option<&'a serde_json::value::RawValue>,
+}
+
+fn serde_json_vs_simd_json(c: &mut Criterion) {
+    let client_event = br#"{"event":"client-typing","channel":"private-chat","data":{"user":"alice","typing":true}}"#;
+    c.bench_function(
+        "client message: serde_json (borrowed, RawValue data)",
+        |b| b.iter(|| serde_json::from_slice::<Envelope>(black_box(client_event)).is_ok()),
+    );
+    c.bench_function(
+        "client message: simd-json (owned value, copy of the frame)",
+        |b| {
+            b.iter(|| {
+                let mut bytes = black_box(client_event).to_vec();
+                simd_json::to_owned_value(&mut bytes).is_ok()
+            })
+        },
+    );
+    let channels: Vec<String> = (0..100).map(|i| format!("\"channel-{i}\"")).collect();
+    let body = format!(
+        r#"{{"name":"my-event","channels":[{}],"data":"{}"}}"#,
+        channels.join(","),
+        "x".repeat(10_000)
+    );
+    c.bench_function(
+        "HTTP events body (100 channels, 10 KB data): serde_json",
+        |b| {
+            b.iter(|| {
+                serde_json::from_slice::<serde_json::Value>(black_box(body.as_bytes())).is_ok()
+            })
+        },
+    );
+    c.bench_function(
+        "HTTP events body (100 channels, 10 KB data): simd-json",
+        |b| {
+            b.iter(|| {
+                let mut bytes = black_box(body.as_bytes()).to_vec();
+                simd_json::to_owned_value(&mut bytes).is_ok()
+            })
+        },
+    );
+}
