@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;

@@ -190,53 +190,85 @@ fn relayed_data_len(data: &serde_json::value::RawValue) -> usize {
     }
 }
 
-async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'_>) {
+/// Why a client event was refused: a metric label, and the `pusher:error` sent back.
+struct Rejection {
+    reason: &'static str,
+    code: Option<u16>,
+    message: String,
+}
+
+fn reject(reason: &'static str, message: impl Into<String>) -> Rejection {
+    Rejection {
+        reason,
+        code: None,
+        message: message.into(),
+    }
+}
+
+/// Checks a client event against the protocol's rules and the app's limits; returns the
+/// sender's subscription to the event's channel.
+fn check_client_event(
+    shard: &Shard,
+    conn: &Connection,
+    event: &ClientEvent<'_>,
+) -> Result<Subscription, Rejection> {
     let app = &conn.app.config;
     if !app.enable_client_events {
-        return conn.send_error(
-            None,
+        return Err(reject(
+            "disabled",
             "To send client events, you must enable this feature in the Settings page of your dashboard.",
-        );
+        ));
     }
-    let Some(channel) = event.channel.as_deref() else {
-        return conn.send_error(None, "Client event rejected: no channel given");
-    };
+    let channel = event
+        .channel
+        .as_deref()
+        .ok_or_else(|| reject("no_channel", "Client event rejected: no channel given"))?;
     if !names::valid_event_name(&event.event) {
-        return conn.send_error(
-            None,
+        return Err(reject(
+            "bad_name",
             "Client event rejected: event name longer than 200 characters",
-        );
+        ));
     }
     if !ChannelKind::of(channel).allows_client_events() {
-        return conn.send_error(
-            None,
-            &format!("Client event rejected: {channel} is not a private or presence channel"),
-        );
+        return Err(reject(
+            "public_channel",
+            format!("Client event rejected: {channel} is not a private or presence channel"),
+        ));
     }
-    let Some(subscription) = conn.subscription(channel).filter(|s| s.active) else {
-        return conn.send_error(
-            None,
-            &format!(
-                "Cannot broadcast client event (connection not subscribed to channel {channel})"
-            ),
-        );
-    };
-    let data_len = event.data.map_or(0, relayed_data_len);
-    if data_len > app.max_event_payload_bytes {
-        return conn.send_error(
-            None,
-            &format!(
+    let subscription = conn.subscription(channel).filter(|s| s.active).ok_or_else(|| {
+        reject(
+            "not_subscribed",
+            format!("Cannot broadcast client event (connection not subscribed to channel {channel})"),
+        )
+    })?;
+    if event.data.map_or(0, relayed_data_len) > app.max_event_payload_bytes {
+        return Err(reject(
+            "too_large",
+            format!(
                 "Client event rejected: data larger than {} bytes",
                 app.max_event_payload_bytes
             ),
-        );
+        ));
     }
     if !conn.allow_client_event(shard.now(), app.max_client_events_per_second) {
-        return conn.send_error(
-            Some(codes::CLIENT_EVENT_RATE_LIMIT),
-            "Client event rejected due to rate limit",
-        );
+        return Err(Rejection {
+            reason: "rate_limit",
+            code: Some(codes::CLIENT_EVENT_RATE_LIMIT),
+            message: "Client event rejected due to rate limit".into(),
+        });
     }
+    Ok(subscription)
+}
+
+async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'_>) {
+    let subscription = match check_client_event(shard, conn, &event) {
+        Ok(subscription) => subscription,
+        Err(rejection) => {
+            crate::metrics::with(|m| m.client_event_rejected(rejection.reason));
+            return conn.send_error(rejection.code, &rejection.message);
+        }
+    };
+    let channel = &*subscription.channel;
     let data = match event.data {
         // A string is relayed exactly as sent; anything else is sent as its JSON text.
         Some(raw) if raw.get().starts_with('"') => EventData::JsonString(raw.get()),

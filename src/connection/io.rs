@@ -42,6 +42,18 @@ enum End {
     Gone,
 }
 
+impl End {
+    /// The close code this end sends or received (0 when the socket just went).
+    fn close_code(&self) -> u16 {
+        match self {
+            End::Server(request) => request.code.unwrap_or(0),
+            End::ClientClose(code) => code.unwrap_or(codes::WS_NORMAL),
+            End::Protocol(error) => error.close_code,
+            End::Gone => 0,
+        }
+    }
+}
+
 enum Step {
     Events,
     End(End),
@@ -204,11 +216,13 @@ fn session(
             shard.now(),
         ));
         shard.register(conn.clone());
+        crate::metrics::with(|m| m.connection_opened());
         conn.send_text(&outbound::connection_established(
             conn.socket_id,
             shard.config.server.activity_timeout,
         ));
         let end = run_session(&shard, &conn, &mut stream, leftover).await;
+        crate::metrics::with(|m| m.connection_closed(end.close_code()));
         conn.mark_closed();
         Box::pin(shard.unregister(&conn)).await;
         app.release_connection();
@@ -327,7 +341,10 @@ async fn run_session(
 
 async fn handle_event(shard: &Shard, conn: &Rc<Connection>, event: WsEvent) -> Option<End> {
     match event {
-        WsEvent::Text(text) => handler::handle_text(shard, conn, &text).await,
+        WsEvent::Text(text) => {
+            crate::metrics::with(|m| m.message_in(conn.app.index, text.len()));
+            handler::handle_text(shard, conn, &text).await
+        }
         WsEvent::Binary => conn.send_error(
             None,
             "Binary frames are not supported: send JSON in text frames",

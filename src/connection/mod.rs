@@ -109,11 +109,13 @@ impl Connection {
 
     /// Sends one JSON message as a text frame.
     pub fn send_text(&self, text: &str) {
-        self.send(OutFrame::Owned(frame::text_frame(text)));
+        self.send_frame(frame::text_frame(text));
     }
 
-    /// Sends a raw frame built for this socket alone.
+    /// Sends a raw frame built for this socket alone. (Broadcast frames are counted in bulk by
+    /// the fan-out loop; this socket's own frames are counted here.)
     pub fn send_frame(&self, bytes: Vec<u8>) {
+        crate::metrics::with(|m| m.messages_out(self.app.index, 1, bytes.len()));
         self.send(OutFrame::Owned(bytes));
     }
 
@@ -131,6 +133,7 @@ impl Connection {
             SendOutcome::Written => {}
             SendOutcome::Queued => wake(&state.waker),
             SendOutcome::OverBudget => {
+                crate::metrics::with(|m| m.send_queue_overflow());
                 state.queue.discard_unstarted();
                 request_close(
                     &mut state,

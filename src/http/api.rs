@@ -28,6 +28,19 @@ enum Route {
 }
 
 impl Route {
+    /// The route's label in metrics.
+    fn name(&self) -> &'static str {
+        match self {
+            Route::Events => "events",
+            Route::BatchEvents => "batch_events",
+            Route::Channels => "channels",
+            Route::Channel(_) => "channel",
+            Route::ChannelUsers(_) => "channel_users",
+            Route::LegacyChannelEvents(_) => "legacy_channel_events",
+            Route::TerminateUser(_) => "terminate_connections",
+        }
+    }
+
     fn method(&self) -> &'static str {
         match self {
             Route::Channels | Route::Channel(_) | Route::ChannelUsers(_) => "GET",
@@ -97,10 +110,13 @@ fn unix_now() -> u64 {
 
 /// Answers one REST API request.
 pub async fn handle(shard: &Shard, head: &RequestHead, body: &[u8]) -> Response {
-    match handle_inner(shard, head, body).await {
+    let response = match handle_inner(shard, head, body).await {
         Ok(response) => response,
         Err(error) => Response::text(error.status, &error.message),
-    }
+    };
+    let route = parse_path(&head.path).map_or("unknown", |(_, route)| route.name());
+    crate::metrics::with(|m| m.http_request(route, response.status));
+    response
 }
 
 async fn handle_inner(

@@ -80,6 +80,23 @@ impl Response {
     }
 }
 
+/// `/metrics`: every shard's counters summed, in the Prometheus text format.
+async fn metrics(shard: &Shard) -> Response {
+    let mut total = crate::metrics::Snapshot::default();
+    for answer in shard.gather(crate::shard::query::Query::Metrics).await {
+        if let crate::shard::query::Answer::Metrics(snapshot) = answer {
+            total.merge(*snapshot);
+        }
+    }
+    total.shards.sort_by_key(|g| g.shard);
+    let text = crate::metrics::render(&total, &shard.process_facts());
+    Response {
+        status: 200,
+        content_type: "text/plain; version=0.0.4",
+        body: text.into_bytes(),
+    }
+}
+
 fn reason_phrase(status: u16) -> &'static str {
     match status {
         200 => "OK",
@@ -106,6 +123,7 @@ pub async fn respond(shard: &Shard, head: &RequestHead, body: &[u8]) -> Response
     }
     match (head.method.as_str(), head.path.as_str()) {
         ("GET", "/health") => Response::text(200, "OK"),
+        ("GET", "/metrics") => metrics(shard).await,
         ("GET", "/ready") if !shard.process.all_listening() => {
             Response::text(503, "NOT READY: not every shard is listening")
         }

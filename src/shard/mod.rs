@@ -52,6 +52,8 @@ pub enum ShardMsg {
         frame: SharedFrame,
         /// Socket that must not receive it (the sender of a client event).
         except: Option<SocketId>,
+        /// When the publish was made (for the publish-to-write latency metric).
+        published_at: Instant,
     },
     /// To the home shard: `socket` joins presence `channel` as `member`.
     PresenceJoin {
@@ -239,6 +241,16 @@ pub struct Shard {
     subscription_counts: RefCell<crate::channels::subscription_count::SubscriptionCounts>,
     now: Cell<Instant>,
     next_counter: Cell<u64>,
+}
+
+/// Counts frames handed to sockets and, for publishes, how long after the publish.
+fn record_delivery(app: u32, sent: usize, bytes: usize, published_at: Option<Instant>) {
+    crate::metrics::with(|m| {
+        m.messages_out(app, sent, bytes);
+        if let Some(at) = published_at {
+            m.publish_latency(at.elapsed().as_secs_f64());
+        }
+    });
 }
 
 /// Runs one shard until the process is asked to stop and its connections have closed.
@@ -446,8 +458,10 @@ impl Shard {
         frame: SharedFrame,
         except: Option<SocketId>,
     ) {
-        self.deliver_on_peers(app, &channel, &frame, except);
-        self.deliver_local(app, &channel, &frame, except).await;
+        let published_at = Instant::now();
+        self.deliver_on_peers(app, &channel, &frame, except, published_at);
+        self.deliver_local(app, &channel, &frame, except, published_at)
+            .await;
     }
 
     /// Whether `app` has webhook receivers (so callers can skip building events).
@@ -575,6 +589,7 @@ impl Shard {
         channel: &Arc<str>,
         frame: &SharedFrame,
         except: Option<SocketId>,
+        published_at: Instant,
     ) {
         if let Some(mesh) = self.mesh.get() {
             for peer in mesh.peers() {
@@ -587,6 +602,7 @@ impl Shard {
                         channel,
                         frame,
                         except,
+                        published_at,
                     },
                 );
             }
@@ -600,6 +616,7 @@ impl Shard {
             for conn in local.subscribers() {
                 conn.send_shared(frame);
             }
+            record_delivery(app, local.len(), frame.len(), None);
         }
     }
 
@@ -611,7 +628,9 @@ impl Shard {
         channel: &str,
         frame: &SharedFrame,
         except: Option<SocketId>,
+        published_at: Instant,
     ) {
+        let mut sent = 0;
         let snapshot: Vec<Rc<Connection>> = {
             let table = self.channels.borrow();
             let Some(local) = table.get(app, channel) else {
@@ -621,8 +640,10 @@ impl Shard {
                 for conn in local.subscribers() {
                     if Some(conn.socket_id) != except {
                         conn.send_shared(frame);
+                        sent += 1;
                     }
                 }
+                record_delivery(app, sent, frame.len(), Some(published_at));
                 return;
             }
             local.subscribers().cloned().collect()
@@ -630,11 +651,13 @@ impl Shard {
         for (i, conn) in snapshot.iter().enumerate() {
             if Some(conn.socket_id) != except {
                 conn.send_shared(frame);
+                sent += 1;
             }
             if i % WRITES_PER_YIELD == WRITES_PER_YIELD - 1 {
                 glommio::yield_if_needed().await;
             }
         }
+        record_delivery(app, sent, frame.len(), Some(published_at));
     }
 
     /// Starts `conn`'s join of presence `channel` at the channel's home shard; the answer comes
@@ -688,7 +711,11 @@ impl Shard {
                 channel,
                 frame,
                 except,
-            } => self.deliver_local(app, &channel, &frame, except).await,
+                published_at,
+            } => {
+                self.deliver_local(app, &channel, &frame, except, published_at)
+                    .await
+            }
             ShardMsg::PresenceJoin {
                 app,
                 channel,

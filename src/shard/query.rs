@@ -42,6 +42,8 @@ pub enum Query {
     /// What this node contributes to the cluster from each shard's rosters and occupancy (for a
     /// snapshot).
     LocalState,
+    /// Each shard's metrics, for a scrape of `/metrics`.
+    Metrics,
     /// Nothing: answered once every message sent before it has been handled, so a publish
     /// followed by a barrier has been written (or queued) on every shard.
     Barrier,
@@ -74,6 +76,8 @@ pub enum Answer {
     Terminated(usize),
     /// For `Barrier`.
     Done,
+    /// For `Metrics`.
+    Metrics(Box<crate::metrics::Snapshot>),
     /// For `LocalState`: this shard's local presence members and occupied channels.
     LocalState {
         /// Presence members.
@@ -207,6 +211,7 @@ impl Shard {
                     .collect(),
             },
             Query::Barrier => Answer::Done,
+            Query::Metrics => Answer::Metrics(Box::new(self.metrics_snapshot())),
         }
     }
 
@@ -253,6 +258,27 @@ impl Shard {
             }
         }
         counts
+    }
+
+    fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
+        let table = self.channels.borrow();
+        let channels = self
+            .apps
+            .iter()
+            .map(|app| {
+                let (count, subscriptions) = table
+                    .channels(app.index)
+                    .fold((0, 0), |(c, s), (_, local)| (c + 1, s + local.len()));
+                (app.index, (count, subscriptions))
+            })
+            .filter(|(_, (c, _))| *c > 0)
+            .collect();
+        let gauges = crate::metrics::ShardGauges {
+            shard: self.id,
+            connections: self.connections.borrow().len(),
+            channels,
+        };
+        crate::metrics::with(|m| m.snapshot(gauges))
     }
 
     fn local_presence(&self) -> Vec<crate::cluster::envelope::PresenceEntry> {

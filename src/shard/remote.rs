@@ -236,7 +236,7 @@ impl Shard {
             };
             let frame = shared_text_frame(&text);
             let channel: Arc<str> = Arc::from(&*channel);
-            self.deliver_on_peers(app, &channel, &frame, None);
+            self.deliver_on_peers(app, &channel, &frame, None, std::time::Instant::now());
             self.deliver_now(app, &channel, &frame);
         }
     }
@@ -585,6 +585,34 @@ impl Shard {
             _ => 0,
         })
         .sum()
+    }
+
+    /// The process-wide figures `/metrics` reports beside the shards' counters.
+    pub fn process_facts(&self) -> crate::metrics::ProcessFacts {
+        use std::sync::atomic::Ordering::Relaxed;
+        crate::metrics::ProcessFacts {
+            app_ids: self.apps.iter().map(|a| a.id().to_string()).collect(),
+            cluster: self.cluster.as_ref().map(|link| {
+                let s = &link.stats;
+                (
+                    link.connected.load(Relaxed),
+                    s.published.load(Relaxed),
+                    s.received.load(Relaxed),
+                    s.dropped.load(Relaxed),
+                    s.reconnects.load(Relaxed),
+                )
+            }),
+            webhooks: self.webhooks.as_ref().map(|w| {
+                let s = &w.stats;
+                (
+                    s.pending.load(Relaxed),
+                    s.delivered.load(Relaxed),
+                    s.failed_attempts.load(Relaxed),
+                    s.dead_lettered.load(Relaxed),
+                    s.spool_full.load(Relaxed),
+                )
+            }),
+        }
     }
 
     /// Whether the cluster link is up (always true without a cluster).
