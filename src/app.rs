@@ -17,10 +17,13 @@ pub struct App {
     pub index: u32,
     /// Credentials, switches and limits as configured.
     pub config: AppConfig,
-    /// Connections currently open on this node.
-    connections: AtomicU64,
+    /// Connections currently open on this node (shared with the app's later versions after a
+    /// configuration reload).
+    connections: Arc<AtomicU64>,
     /// HTTP API event budget: the current second (high 32 bits) and events counted in it.
-    backend_events: AtomicU64,
+    backend_events: Arc<AtomicU64>,
+    /// Removed by a reload: kept only so that indices stay stable; unreachable by key or id.
+    pub removed: bool,
 }
 
 impl App {
@@ -99,24 +102,64 @@ impl AppRegistry {
                 Arc::new(App {
                     index: i as u32,
                     config: c.clone(),
-                    connections: AtomicU64::new(0),
-                    backend_events: AtomicU64::new(0),
+                    connections: Arc::default(),
+                    backend_events: Arc::default(),
+                    removed: false,
                 })
             })
             .collect();
-        let by_key = apps
-            .iter()
-            .map(|a| (a.config.key.clone(), a.index))
-            .collect();
-        let by_id = apps
-            .iter()
-            .map(|a| (a.config.id.clone(), a.index))
-            .collect();
+        AppRegistry::from_apps(apps)
+    }
+
+    fn from_apps(apps: Vec<Arc<App>>) -> Self {
+        let live = || apps.iter().filter(|a| !a.removed);
+        let by_key = live().map(|a| (a.config.key.clone(), a.index)).collect();
+        let by_id = live().map(|a| (a.config.id.clone(), a.index)).collect();
         AppRegistry {
             apps,
             by_key,
             by_id,
         }
+    }
+
+    /// The registry after a configuration reload: an app keeps its index (and its counters)
+    /// when its id stays; a removed app stays as a disabled tombstone so indices never move; new
+    /// apps are appended.
+    pub fn reloaded(&self, config: &Config) -> AppRegistry {
+        let mut apps: Vec<Arc<App>> = self
+            .apps
+            .iter()
+            .map(|old| {
+                let fresh = config.apps.iter().find(|c| c.id == old.config.id);
+                Arc::new(App {
+                    index: old.index,
+                    config: fresh.cloned().unwrap_or_else(|| old.config.clone()),
+                    connections: old.connections.clone(),
+                    backend_events: old.backend_events.clone(),
+                    removed: fresh.is_none(),
+                })
+            })
+            .collect();
+        for added in config.apps.iter().filter(|c| self.by_id(&c.id).is_none()) {
+            apps.push(Arc::new(App {
+                index: apps.len() as u32,
+                config: added.clone(),
+                connections: Arc::default(),
+                backend_events: Arc::default(),
+                removed: false,
+            }));
+        }
+        AppRegistry::from_apps(apps)
+    }
+
+    /// Number of app slots (removed ones included).
+    pub fn len(&self) -> usize {
+        self.apps.len()
+    }
+
+    /// Whether there is no app at all.
+    pub fn is_empty(&self) -> bool {
+        self.apps.is_empty()
     }
 
     /// The app with this public key.
@@ -134,7 +177,7 @@ impl AppRegistry {
         &self.apps[index as usize]
     }
 
-    /// Every app, in configuration order.
+    /// Every app slot, in configuration order (removed apps included: check `removed`).
     pub fn iter(&self) -> impl Iterator<Item = &Arc<App>> {
         self.apps.iter()
     }
@@ -158,6 +201,33 @@ mod tests {
         assert_eq!(app.connection_count(), 2);
         assert!(registry.by_id("1").is_some());
         assert!(registry.by_key("nope").is_none());
+    }
+
+    #[test]
+    fn a_reload_keeps_indices_and_counters() {
+        let mut config = Config::embedded_default();
+        let mut second = config.apps[0].clone();
+        second.id = "2".into();
+        second.key = "k2".into();
+        config.apps.push(second.clone());
+        let registry = AppRegistry::new(&config);
+        assert!(registry.by_key("app-key").unwrap().try_acquire_connection());
+        // Change app 1's secret, remove app 2, add app 3.
+        let mut next = Config::embedded_default();
+        next.apps[0].secret = "rotated".into();
+        let mut third = second;
+        third.id = "3".into();
+        third.key = "k3".into();
+        next.apps.push(third);
+        let reloaded = registry.reloaded(&next);
+        let one = reloaded.by_id("1").unwrap();
+        assert_eq!(
+            (one.index, one.secret(), one.connection_count()),
+            (0, "rotated", 1)
+        );
+        assert!(reloaded.by_key("k2").is_none() && reloaded.by_index(1).removed);
+        assert_eq!(reloaded.by_key("k3").unwrap().index, 2);
+        assert_eq!(reloaded.len(), 3);
     }
 
     #[test]

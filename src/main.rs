@@ -43,7 +43,8 @@ fn main() -> ExitCode {
         port: cli.port,
         shards: cli.shards,
     };
-    let config = match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
+    let config_path = cli.config.clone();
+    let config = match Config::load(config_path.as_deref(), std::env::vars(), &overrides) {
         Ok(config) => config,
         Err(error) => {
             eprintln!("warren: {error}");
@@ -76,8 +77,41 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
+    if let Err(error) = watch_reloads(server.reloader(), cli, overrides) {
+        eprintln!("warren: cannot handle SIGHUP: {error}");
+        return ExitCode::FAILURE;
+    }
     tracing::info!(addr = %server.local_addr(), shards, "warren listening");
     server.wait();
     tracing::info!("warren stopped");
     ExitCode::SUCCESS
+}
+
+/// On SIGHUP, re-reads the configuration (same file, environment and flags) and applies its
+/// apps; an invalid configuration is refused with a log line and the running one stays.
+fn watch_reloads(
+    reloader: warren::server::Reloader,
+    cli: Cli,
+    overrides: Overrides,
+) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGHUP])?;
+    std::thread::Builder::new()
+        .name("warren-reload".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
+                    Ok(config) => {
+                        reloader.reload(&config);
+                        tracing::info!(
+                            apps = config.apps.len(),
+                            "configuration reloaded (apps applied; server, cluster and webhook receiver settings take effect at the next restart)"
+                        );
+                    }
+                    Err(error) => {
+                        tracing::error!(%error, "configuration reload refused; the running configuration stays")
+                    }
+                }
+            }
+        })?;
+    Ok(())
 }

@@ -22,8 +22,33 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 pub struct ServerHandle {
     local_addr: SocketAddr,
     process: Arc<ProcessState>,
+    current_apps: Arc<std::sync::Mutex<Arc<AppRegistry>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     webhooks: Option<Arc<Webhooks>>,
+}
+
+/// Applies a new configuration's apps to a running server: apps are added, changed (limits,
+/// secrets) and removed without touching other apps' connections. Server settings (ports,
+/// shards, timeouts), the cluster and the webhook receivers need a restart.
+#[derive(Clone)]
+pub struct Reloader {
+    process: Arc<ProcessState>,
+    current: Arc<std::sync::Mutex<Arc<AppRegistry>>>,
+}
+
+impl Reloader {
+    /// Publishes `config`'s apps to every shard (they apply it within 100 ms).
+    pub fn reload(&self, config: &Config) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = Arc::new(current.reloaded(config));
+        *current = fresh.clone();
+        *self
+            .process
+            .reloaded_apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(fresh);
+        self.process.apps_generation.fetch_add(1, Ordering::AcqRel);
+    }
 }
 
 /// Why the server could not start.
@@ -88,6 +113,7 @@ pub fn start(config: Config) -> Result<ServerHandle, StartError> {
     }
     let handle = ServerHandle {
         local_addr,
+        current_apps: Arc::new(std::sync::Mutex::new(apps)),
         process,
         threads,
         webhooks,
@@ -187,6 +213,14 @@ impl ServerHandle {
     /// The address the server listens on (with the real port when 0 was configured).
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// A handle that applies configuration reloads (for a SIGHUP handler on another thread).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            process: self.process.clone(),
+            current: self.current_apps.clone(),
+        }
     }
 
     /// The flag that stops the server when set (for signal handlers).

@@ -40,6 +40,13 @@ impl<C: Clone> ChannelTable<C> {
         }
     }
 
+    /// Makes room for apps added by a configuration reload.
+    pub fn ensure_apps(&mut self, apps: usize) {
+        while self.apps.len() < apps {
+            self.apps.push(AHashMap::new());
+        }
+    }
+
     /// Adds `conn` (with per-shard id `id`) to `channel`; returns the local subscriber count after.
     pub fn subscribe(&mut self, app: u32, channel: &str, id: u64, conn: C) -> usize {
         let channels = &mut self.apps[app as usize];

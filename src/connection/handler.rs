@@ -37,7 +37,8 @@ pub async fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
 
 async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>) {
     let channel = request.channel.as_ref();
-    let app = &conn.app.config;
+    let app = shard.app(conn.app.index);
+    let app = &app.config;
     let kind = match names::validate_channel_name(channel, app.max_channel_name_length) {
         Ok(kind) => kind,
         Err(invalid) => {
@@ -61,7 +62,7 @@ async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>)
         );
     }
     if kind.needs_auth() {
-        if let Err(error) = check_signature(conn, channel, &request) {
+        if let Err(error) = check_signature(&shard.app(conn.app.index), conn, channel, &request) {
             return auth_error(conn, channel, &error);
         }
     }
@@ -84,6 +85,7 @@ async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>)
 }
 
 fn check_signature(
+    app: &crate::app::App,
     conn: &Connection,
     channel: &str,
     request: &Subscribe<'_>,
@@ -103,7 +105,7 @@ fn check_signature(
     };
     let socket_id = conn.socket_id.to_string();
     let signed = auth::channel_string_to_sign(&socket_id, channel, channel_data);
-    auth::verify_channel_auth(conn.app.key(), conn.app.secret(), &signed, auth).map_err(|e| e.0)
+    auth::verify_channel_auth(app.key(), app.secret(), &signed, auth).map_err(|e| e.0)
 }
 
 fn auth_error(conn: &Connection, channel: &str, message: &str) {
@@ -120,7 +122,10 @@ async fn join_presence(shard: &Shard, conn: &Rc<Connection>, channel: &str, chan
         Ok(member) => member,
         Err(error) => return auth_error(conn, channel, &error.0),
     };
-    let max_info = conn.app.config.max_presence_user_info_bytes;
+    let max_info = shard
+        .app(conn.app.index)
+        .config
+        .max_presence_user_info_bytes;
     if member.user_info_json.as_ref().map_or(0, String::len) > max_info {
         let message = format!("Presence user_info is larger than {max_info} bytes");
         return conn.send_text(&outbound::subscription_error(
@@ -212,7 +217,8 @@ fn check_client_event(
     conn: &Connection,
     event: &ClientEvent<'_>,
 ) -> Result<Subscription, Rejection> {
-    let app = &conn.app.config;
+    let apps = shard.apps();
+    let app = &apps.by_index(conn.app.index).config;
     if !app.enable_client_events {
         return Err(reject(
             "disabled",

@@ -277,7 +277,7 @@ fn admit(
             ));
         }
     }
-    let app = shard.apps.by_key(key).ok_or_else(|| {
+    let app = shard.apps().by_key(key).cloned().ok_or_else(|| {
         (
             codes::APP_NOT_FOUND,
             format!("App key {key} not in this cluster"),

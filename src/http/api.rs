@@ -135,6 +135,7 @@ async fn handle_inner(
         .into_owned()
         .collect();
     let app = find_app(shard, app_id.as_deref(), &params)?;
+    let app = &*app;
     let signed = SignedRequest {
         method: &head.method,
         path: &head.path,
@@ -168,14 +169,14 @@ async fn handle_inner(
 }
 
 /// The app in the path, or (for `/users/...`) the app whose key signed the request.
-fn find_app<'a>(
-    shard: &'a Shard,
+fn find_app(
+    shard: &Shard,
     app_id: Option<&str>,
     params: &[(String, String)],
-) -> Result<&'a Arc<App>, ApiError> {
+) -> Result<Arc<App>, ApiError> {
     let not_found = || ApiError::new(404, "Unknown app");
     match app_id {
-        Some(id) => shard.apps.by_id(id).ok_or_else(not_found),
+        Some(id) => shard.apps().by_id(id).cloned().ok_or_else(not_found),
         None => {
             // Routed by the signing key: its absence or an unknown key is an auth failure.
             let key = params
@@ -184,8 +185,9 @@ fn find_app<'a>(
                 .map(|(_, v)| v.as_str())
                 .ok_or_else(|| ApiError::new(401, RequestAuthError::MissingKey.to_string()))?;
             shard
-                .apps
+                .apps()
                 .by_key(key)
+                .cloned()
                 .ok_or_else(|| ApiError::new(401, RequestAuthError::UnknownKey.to_string()))
         }
     }

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::connection::{self, Connection};
 use crate::protocol::inbound::PresenceMember;
 use crate::protocol::outbound::{self, EventData};
-use crate::protocol::SocketId;
+use crate::protocol::{codes, SocketId};
 use crate::webhooks::WebhookEvent;
 use crate::ws::frame::{shared_text_frame, SharedFrame};
 use ahash::AHashMap;
@@ -182,6 +182,10 @@ pub struct ProcessState {
     pub listening: AtomicUsize,
     /// Total shards of this process.
     pub shards: AtomicUsize,
+    /// The app registry of the latest configuration reload, picked up by every shard.
+    pub reloaded_apps: std::sync::Mutex<Option<Arc<AppRegistry>>>,
+    /// Bumped at every reload; a shard whose generation differs picks up `reloaded_apps`.
+    pub apps_generation: std::sync::atomic::AtomicU64,
 }
 
 impl ProcessState {
@@ -224,8 +228,10 @@ pub struct Shard {
     pub shards: usize,
     /// Validated configuration.
     pub config: Arc<Config>,
-    /// The apps.
-    pub apps: Arc<AppRegistry>,
+    /// The apps, as of the last configuration reload this shard applied.
+    apps: RefCell<Arc<AppRegistry>>,
+    /// The reload generation `apps` reflects.
+    apps_generation: Cell<u64>,
     /// Process-wide flags.
     pub process: Arc<ProcessState>,
     connections: RefCell<AHashMap<u64, Rc<Connection>>>,
@@ -258,9 +264,10 @@ pub async fn run(setup: ShardSetup) {
     let shard = Rc::new(Shard {
         id: setup.id,
         shards: setup.shards,
-        channels: RefCell::new(ChannelTable::new(setup.apps.iter().count())),
+        channels: RefCell::new(ChannelTable::new(setup.apps.len())),
         config: setup.config,
-        apps: setup.apps,
+        apps: RefCell::new(setup.apps),
+        apps_generation: Cell::new(0),
         process: setup.process,
         connections: RefCell::new(AHashMap::new()),
         presence: RefCell::new(PresenceRosters::default()),
@@ -318,6 +325,16 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
 }
 
 impl Shard {
+    /// The apps (a short borrow: never hold it across an `await`, or a reload waits for it).
+    pub fn apps(&self) -> std::cell::Ref<'_, Arc<AppRegistry>> {
+        self.apps.borrow()
+    }
+
+    /// The current version of app `index` (after reloads).
+    pub fn app(&self, index: u32) -> Arc<App> {
+        self.apps().by_index(index).clone()
+    }
+
     /// The shard's coarse clock (refreshed every 100 ms).
     pub fn now(&self) -> Instant {
         self.now.get()
@@ -345,7 +362,50 @@ impl Shard {
                 self.sweep_liveness();
             }
             self.send_due_subscription_counts();
+            self.apply_reloaded_apps();
         }
+    }
+
+    /// Picks up the app registry of a configuration reload (checked every tick; the lock is
+    /// taken only when there is one): closes the connections of removed (4001) and disabled
+    /// (4003) apps, and makes room for added apps. Waits for the next tick while some task still
+    /// borrows the current registry.
+    fn apply_reloaded_apps(&self) {
+        let generation = self.process.apps_generation.load(Ordering::Acquire);
+        if generation == self.apps_generation.get() {
+            return;
+        }
+        let Some(fresh) = self
+            .process
+            .reloaded_apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let Ok(mut apps) = self.apps.try_borrow_mut() else {
+            return;
+        };
+        *apps = fresh.clone();
+        drop(apps);
+        self.apps_generation.set(generation);
+        self.channels.borrow_mut().ensure_apps(fresh.len());
+        let open: Vec<Rc<Connection>> = self.connections.borrow().values().cloned().collect();
+        for conn in open {
+            let app = fresh.by_index(conn.app.index);
+            if app.removed {
+                conn.send_error(
+                    Some(codes::APP_NOT_FOUND),
+                    "App removed from the configuration",
+                );
+                conn.close(codes::APP_NOT_FOUND, "App removed");
+            } else if !app.config.enabled {
+                conn.send_error(Some(codes::APP_DISABLED), "Application disabled");
+                conn.close(codes::APP_DISABLED, "Application disabled");
+            }
+        }
+        tracing::debug!(shard = self.id, generation, "applied reloaded apps");
     }
 
     fn sweep_liveness(&self) {
@@ -503,7 +563,7 @@ impl Shard {
     fn subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
         let wanted = self.webhooks_enabled(app)
             && self
-                .apps
+                .apps()
                 .by_index(app)
                 .config
                 .enable_subscription_count_webhooks
@@ -787,7 +847,7 @@ impl Shard {
         member: PresenceMember,
         socket: SocketId,
     ) {
-        let max_members = self.apps.by_index(app).config.max_presence_members;
+        let max_members = self.apps().by_index(app).config.max_presence_members;
         let outcome = self
             .presence
             .borrow_mut()
@@ -882,7 +942,7 @@ impl Shard {
             Joined::Full => {
                 if conn.subscription(channel).is_some_and(|s| !s.active) {
                     conn.remove_subscription(channel);
-                    let max = conn.app.config.max_presence_members;
+                    let max = self.apps().by_index(app).config.max_presence_members;
                     conn.send_text(&outbound::subscription_error(
                         channel,
                         "LimitReached",

@@ -206,7 +206,7 @@ impl Shard {
                     .local_channels()
                     .into_iter()
                     .map(|(app, channel)| {
-                        (self.apps.by_index(app).id().to_string(), channel.into())
+                        (self.apps().by_index(app).id().to_string(), channel.into())
                     })
                     .collect(),
             },
@@ -263,7 +263,7 @@ impl Shard {
     fn metrics_snapshot(&self) -> crate::metrics::Snapshot {
         let table = self.channels.borrow();
         let channels = self
-            .apps
+            .apps()
             .iter()
             .map(|app| {
                 let (count, subscriptions) = table
@@ -288,7 +288,7 @@ impl Shard {
             .into_iter()
             .map(|(app, channel, user_id, user_id_json, user_info)| {
                 crate::cluster::envelope::PresenceEntry {
-                    app: self.apps.by_index(app).id().to_string(),
+                    app: self.apps().by_index(app).id().to_string(),
                     channel: channel.into(),
                     user_id,
                     user_id_json,

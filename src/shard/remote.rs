@@ -98,7 +98,7 @@ impl Shard {
     ) {
         let Some(link) = &self.cluster else { return };
         let entry = PresenceEntry {
-            app: self.apps.by_index(app).id().to_string(),
+            app: self.apps().by_index(app).id().to_string(),
             channel: channel.to_string(),
             user_id: user_id.to_string(),
             user_id_json: user_id_json.to_string(),
@@ -248,7 +248,7 @@ impl Shard {
         entry: &PresenceEntry,
         joined: bool,
     ) {
-        let Some(app) = self.apps.by_id(&entry.app) else {
+        let Some(app) = self.apps().by_id(&entry.app).cloned() else {
             return;
         };
         let event = if joined {
@@ -280,7 +280,7 @@ impl Shard {
         let known = self.presence.borrow().node_members(node);
         let fresh: Vec<(u32, &PresenceEntry)> = entries
             .iter()
-            .filter_map(|e| self.apps.by_id(&e.app).map(|a| (a.index, e)))
+            .filter_map(|e| self.apps().by_id(&e.app).map(|a| (a.index, e)))
             .collect();
         let mut events = Vec::new();
         for (app, channel, user_id) in known {
@@ -319,7 +319,7 @@ impl Shard {
                 user_id,
                 except,
             } => {
-                let Some(app) = self.apps.by_id(&app) else {
+                let Some(app) = self.apps().by_id(&app).cloned() else {
                     return;
                 };
                 let except = except.as_deref().and_then(SocketId::parse);
@@ -347,7 +347,7 @@ impl Shard {
                 channel,
                 occupied,
             } => {
-                let Some(app) = self.apps.by_id(&app) else {
+                let Some(app) = self.apps().by_id(&app).cloned() else {
                     return;
                 };
                 let home = home_shard(app.index, &channel, self.shards);
@@ -388,12 +388,9 @@ impl Shard {
                 }
             }
             Body::Terminate { app, user_id } => {
-                if let Some(app) = self.apps.by_id(&app) {
-                    self.gather(Query::TerminateUser {
-                        app: app.index,
-                        user_id,
-                    })
-                    .await;
+                let app = self.apps().by_id(&app).map(|a| a.index);
+                if let Some(app) = app {
+                    self.gather(Query::TerminateUser { app, user_id }).await;
                 }
             }
             Body::Heartbeat | Body::Goodbye => {}
@@ -401,7 +398,7 @@ impl Shard {
     }
 
     fn route_remote_presence(&self, node: Arc<str>, entry: PresenceEntry, joined: bool) {
-        let Some(app) = self.apps.by_id(&entry.app) else {
+        let Some(app) = self.apps().by_id(&entry.app).cloned() else {
             return;
         };
         let home = home_shard(app.index, &entry.channel, self.shards);
@@ -427,14 +424,14 @@ impl Shard {
     ) {
         let mut parts: Vec<NodeStatePart> = (0..self.shards).map(|_| Default::default()).collect();
         for entry in presence {
-            if let Some(app) = self.apps.by_id(&entry.app) {
+            if let Some(app) = self.apps().by_id(&entry.app) {
                 parts[home_shard(app.index, &entry.channel, self.shards)]
                     .0
                     .push(entry);
             }
         }
         for (app, channel) in occupied {
-            if let Some(app) = self.apps.by_id(&app) {
+            if let Some(app) = self.apps().by_id(&app) {
                 parts[home_shard(app.index, &channel, self.shards)]
                     .1
                     .push((app.index, channel.into()));
@@ -460,7 +457,7 @@ impl Shard {
     /// left).
     pub(super) fn share_occupancy_change(&self, app: u32, channel: &str, occupied: bool) {
         if let Some(link) = &self.cluster {
-            let app = self.apps.by_index(app).id().to_string();
+            let app = self.apps().by_index(app).id().to_string();
             link.publish(Body::Occupancy {
                 app,
                 channel: channel.to_string(),
@@ -492,11 +489,11 @@ impl Shard {
     fn local_query(&self, query: &RemoteQuery) -> Option<Query> {
         Some(match query {
             RemoteQuery::ChannelCounts { app, channels } => Query::ChannelCounts {
-                app: self.apps.by_id(app)?.index,
+                app: self.apps().by_id(app)?.index,
                 channels: channels.iter().map(|c| Arc::from(c.as_str())).collect(),
             },
             RemoteQuery::ListChannels { app, prefix } => Query::ListChannels {
-                app: self.apps.by_id(app)?.index,
+                app: self.apps().by_id(app)?.index,
                 prefix: prefix.clone(),
             },
         })
@@ -591,7 +588,7 @@ impl Shard {
     pub fn process_facts(&self) -> crate::metrics::ProcessFacts {
         use std::sync::atomic::Ordering::Relaxed;
         crate::metrics::ProcessFacts {
-            app_ids: self.apps.iter().map(|a| a.id().to_string()).collect(),
+            app_ids: self.apps().iter().map(|a| a.id().to_string()).collect(),
             cluster: self.cluster.as_ref().map(|link| {
                 let s = &link.stats;
                 (

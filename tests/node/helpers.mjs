@@ -162,11 +162,12 @@ export async function startServer({ config, shards = 2 } = {}) {
   const port = await freePort();
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--shards', String(shards)];
   let tmpDir = null;
+  let configPath = null;
   if (config) {
     tmpDir = await mkdtemp(join(tmpdir(), 'warren-e2e-'));
-    const path = join(tmpDir, 'warren.toml');
-    await writeFile(path, config);
-    args.push('--config', path);
+    configPath = join(tmpDir, 'warren.toml');
+    await writeFile(configPath, config);
+    args.push('--config', configPath);
   }
 
   const child = spawn(SERVER_BIN, args, {
@@ -190,6 +191,10 @@ export async function startServer({ config, shards = 2 } = {}) {
   const server = {
     port,
     pid: child.pid,
+    /** The config file the server was started with (null for the embedded default). */
+    configPath,
+    /** Sends a signal to the process (e.g. 'SIGHUP' to reload the configuration). */
+    signal: (name) => child.kill(name),
     log: () => output,
     /** Whether the process is still running. */
     running,
@@ -1135,4 +1140,264 @@ export function webhookScope() {
     },
   };
   return scope;
+}
+
+// ---------------------------------------------------------------- nginx in front (deploy/nginx)
+//
+// nginx terminating TLS in front of warren, run unprivileged from a temp directory with
+// deploy/nginx/warren.conf included as it ships (only its ports, upstream address, certificate
+// and log paths replaced), a self-signed certificate for `localhost`, and pusher-js / pusher SDK
+// clients that go through it over wss:// and https://.
+
+import { execFile } from 'node:child_process';
+import { lookup as dnsLookup } from 'node:dns/promises';
+import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+
+/** The nginx binary (Debian's package; override with NGINX). */
+export const NGINX_BIN = process.env.NGINX ?? '/usr/sbin/nginx';
+/** The shipped nginx site configuration. */
+export const NGINX_SITE_CONF = join(REPO_ROOT, 'deploy', 'nginx', 'warren.conf');
+
+/** Run a command; resolve with stdout, reject with its stderr. */
+function run(file, args) {
+  return new Promise((resolvePromise, reject) => {
+    execFile(file, args, (error, stdout, stderr) => {
+      if (error) reject(new Error(`${file} ${args.join(' ')} failed: ${error.message}\n${stderr}`));
+      else resolvePromise(stdout);
+    });
+  });
+}
+
+/**
+ * A self-signed certificate for `localhost` (RSA 2048, one day) in `dir`.
+ * Resolves with { certPath, keyPath, cert (PEM text, usable as a CA) }.
+ */
+export async function selfSignedCert(dir) {
+  const certPath = join(dir, 'cert.pem');
+  const keyPath = join(dir, 'key.pem');
+  await run('openssl', [
+    'req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '1', '-subj', '/CN=localhost',
+    '-addext', 'subjectAltName=DNS:localhost,IP:127.0.0.1',
+    '-keyout', keyPath, '-out', certPath,
+  ]);
+  return { certPath, keyPath, cert: await readFileText(certPath, 'utf8') };
+}
+
+/** Replace every occurrence of `from` in `text`, failing when there is none (the file changed). */
+function substitute(text, from, to, what) {
+  if (!text.includes(from)) {
+    throw new Error(`${NGINX_SITE_CONF} no longer contains ${JSON.stringify(from)} (${what}): update the nginx helpers`);
+  }
+  return text.split(from).join(to);
+}
+
+/**
+ * deploy/nginx/warren.conf with only deployment-specific strings replaced: the https and http
+ * listen lines (on each of `hosts`), the upstream server line (one per entry of `upstreamPorts`,
+ * on 127.0.0.1), the certificate paths and the access log directory.
+ */
+export function templateSiteConf(text, { httpsPort, httpPort, hosts, upstreamPorts, certPath, keyPath, logDir }) {
+  const listen = (port, suffix) => hosts.map((h) => `listen ${h.includes(':') ? `[${h}]` : h}:${port}${suffix};`).join(' ');
+  let out = text;
+  out = substitute(out, 'listen 443 ssl;', listen(httpsPort, ' ssl'), 'https listen');
+  out = substitute(out, 'listen 80;', listen(httpPort, ''), 'http listen');
+  // The upstream line, options (max_fails=...) kept, once per node.
+  const upstream = /^(\s*)server 127\.0\.0\.1:6001( [^;]*)?;/m;
+  const line = upstream.exec(out);
+  if (!line) throw new Error(`${NGINX_SITE_CONF} no longer has a "server 127.0.0.1:6001 ...;" line: update the nginx helpers`);
+  out = out.replace(upstream, upstreamPorts.map((p) => `${line[1]}server 127.0.0.1:${p}${line[2] ?? ''};`).join('\n'));
+  out = substitute(out, '/etc/ssl/warren/fullchain.pem', certPath, 'ssl_certificate');
+  out = substitute(out, '/etc/ssl/warren/privkey.pem', keyPath, 'ssl_certificate_key');
+  out = substitute(out, '/var/log/nginx/', `${logDir}/`, 'access_log');
+  return out;
+}
+
+/** The addresses `localhost` resolves to here (nginx listens on each, clients use the name). */
+async function localhostAddresses() {
+  try {
+    const all = await dnsLookup('localhost', { all: true });
+    const addrs = [...new Set(all.map((a) => a.address))].filter((a) => a === '127.0.0.1' || a === '::1');
+    return addrs.length ? addrs : ['127.0.0.1'];
+  } catch {
+    return ['127.0.0.1'];
+  }
+}
+
+/** Resolve true once a TCP connection to 127.0.0.1:`port` is accepted. */
+function tcpOpen(port) {
+  return new Promise((resolvePromise) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    socket.once('connect', () => {
+      socket.destroy();
+      resolvePromise(true);
+    });
+    socket.once('error', () => resolvePromise(false));
+  });
+}
+
+/**
+ * Start nginx (master + one worker, `daemon off`, everything under a fresh temp directory) with
+ * deploy/nginx/warren.conf in front of the warren nodes on `upstreamPorts`, and wait until its
+ * https port accepts connections. Returns
+ * { httpsPort, httpPort, dir, conf (the templated site), cert, agent (an https.Agent that
+ * trusts the certificate and verifies it), log(), printLog(reason), running(), stop() }.
+ */
+export async function startNginx({ upstreamPorts }) {
+  await access(NGINX_BIN, fsConstants.X_OK).catch(() => {
+    throw new Error(
+      `no nginx at ${NGINX_BIN}: install it (apt-get install nginx; .ci/run does) or set NGINX to its path`,
+    );
+  });
+  const dir = await mkdtemp(join(tmpdir(), 'warren-nginx-'));
+  const { certPath, keyPath, cert } = await selfSignedCert(dir);
+  const [httpsPort, httpPort] = [await freePort(), await freePort()];
+  const conf = templateSiteConf(await readFileText(NGINX_SITE_CONF, 'utf8'), {
+    httpsPort,
+    httpPort,
+    hosts: await localhostAddresses(),
+    upstreamPorts,
+    certPath,
+    keyPath,
+    logDir: dir,
+  });
+  await writeFile(join(dir, 'warren.conf'), conf);
+  const root = process.getuid?.() === 0;
+  await writeFile(
+    join(dir, 'nginx.conf'),
+    `# written by tests/node/helpers.mjs (startNginx)
+${root ? 'user root;  # workers would otherwise switch to nobody, who cannot enter this 0700 directory' : ''}
+worker_processes 1;
+daemon off;
+pid ${dir}/nginx.pid;
+error_log ${dir}/error.log info;
+events { worker_connections 1024; }
+http {
+    access_log ${dir}/access.log;
+    client_body_temp_path ${dir}/client_body;
+    proxy_temp_path ${dir}/proxy;
+    fastcgi_temp_path ${dir}/fastcgi;
+    uwsgi_temp_path ${dir}/uwsgi;
+    scgi_temp_path ${dir}/scgi;
+    include ${dir}/warren.conf;
+}
+`,
+  );
+
+  // Its own process group, so that the master and its workers can be signalled together.
+  const child = spawn(NGINX_BIN, ['-c', join(dir, 'nginx.conf'), '-p', dir, '-e', join(dir, 'error.log')], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let output = '';
+  const append = (chunk) => {
+    output = (output + chunk).slice(-LOG_TAIL_CHARS);
+  };
+  child.stdout.on('data', append);
+  child.stderr.on('data', append);
+  let exitInfo = null;
+  const exited = new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+  exited.then((info) => (exitInfo = info));
+  const spawnError = new Promise((r) => child.once('error', r));
+  const running = () => exitInfo === null && child.pid !== undefined;
+  const killGroup = (signal) => {
+    try {
+      process.kill(-child.pid, signal);
+    } catch {
+      // already gone
+    }
+  };
+  const onExit = () => killGroup('SIGKILL');
+  process.once('exit', onExit);
+
+  const errorLog = async () => readFileText(join(dir, 'error.log'), 'utf8').catch(() => '');
+  const nginx = {
+    httpsPort,
+    httpPort,
+    dir,
+    conf,
+    cert,
+    agent: new HttpsAgent({ ca: cert, rejectUnauthorized: true, keepAlive: true }),
+    running,
+    log: async () => `${output}${await errorLog()}`,
+    async printLog(reason) {
+      process.stderr.write(`\n----- nginx output and error.log (${reason}) -----\n${await nginx.log()}\n----- end -----\n`);
+    },
+    /** Fast shutdown (SIGTERM to the master, which stops its workers), then the whole group is killed. */
+    async stop() {
+      nginx.agent.destroy();
+      if (running()) {
+        killGroup('SIGTERM');
+        if ((await Promise.race([exited, deadline(STOP_TIMEOUT_MS).then(() => 'timeout')])) === 'timeout') {
+          await nginx.printLog(`did not exit ${STOP_TIMEOUT_MS} ms after SIGTERM, killing`);
+        }
+      }
+      killGroup('SIGKILL');
+      process.removeListener('exit', onExit);
+      await rm(dir, { recursive: true, force: true });
+      return exitInfo;
+    },
+  };
+
+  try {
+    await Promise.race([
+      waitFor(() => tcpOpen(httpsPort), STARTUP_TIMEOUT_MS, `nginx accepting on port ${httpsPort}`),
+      spawnError.then((e) => {
+        throw new Error(`cannot start ${NGINX_BIN}: ${e.message}`);
+      }),
+      exited.then(({ code, signal }) => {
+        throw new Error(`nginx exited during start-up (code ${code}, signal ${signal})`);
+      }),
+    ]);
+  } catch (e) {
+    await nginx.printLog('start-up failed');
+    await nginx.stop();
+    throw e;
+  }
+  return nginx;
+}
+
+/**
+ * A pusher-js client that connects through nginx over wss://localhost:`port`. pusher-js's Node
+ * build (faye-websocket) takes no TLS options, so the caller must trust the self-signed
+ * certificate process-wide (NODE_TLS_REJECT_UNAUTHORIZED=0).
+ */
+export function createTlsClient(port, { app = DEFAULT_APP, user, secretFor } = {}) {
+  return new Pusher(app.key, {
+    wsHost: 'localhost',
+    wssPort: port,
+    forceTLS: true,
+    enabledTransports: ['wss'],
+    disableStats: true,
+    cluster: 'mt1',
+    channelAuthorization: { customHandler: localAuthorizer({ app, user, secretFor }) },
+  });
+}
+
+/** The `pusher` server SDK pointed at nginx's https port, verifying its certificate with `agent`. */
+export function tlsRestClient(port, agent, app = DEFAULT_APP) {
+  return new PusherRest({
+    appId: app.id,
+    key: app.key,
+    secret: app.secret,
+    host: 'localhost',
+    port: String(port),
+    useTLS: true,
+    agent,
+  });
+}
+
+/** GET https://localhost:`port``path` with `agent`; resolves with { status, headers, text }. */
+export function httpsGet(port, path, agent) {
+  return new Promise((resolvePromise, reject) => {
+    const req = httpsRequest({ host: 'localhost', port, path, method: 'GET', agent }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk) => (text += chunk));
+      res.on('end', () => resolvePromise({ status: res.statusCode, headers: res.headers, text }));
+      res.on('error', reject);
+    });
+    req.setTimeout(5_000, () => req.destroy(new Error(`GET https://localhost:${port}${path} timed out`)));
+    req.on('error', reject);
+    req.end();
+  });
 }
