@@ -174,6 +174,8 @@ pub struct ServerConfig {
     pub listen_backlog: i32,
     /// io_uring registered memory per shard, in KiB (counts against RLIMIT_MEMLOCK).
     pub io_memory_kib: usize,
+    /// Proxies (e.g. nginx) whose `X-Real-IP` / `X-Forwarded-For` name the client in logs.
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Default for ServerConfig {
@@ -191,6 +193,7 @@ impl Default for ServerConfig {
             shutdown_grace: 3,
             listen_backlog: 4096,
             io_memory_kib: 64,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -90,8 +90,15 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
         if head.is_websocket() {
             // The session runs in a task of its own, so that an idle connection carries only the
             // session's state, not this request loop's.
+            let peer = stream
+                .peer_addr()
+                .map(|a| a.ip())
+                .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
+            let client_ip = head.client_ip(peer, &shard.config.server.trusted_proxies);
             if let Some(app) = Box::pin(upgrade(&shard, &mut stream, head)).await {
-                glommio::spawn_local(session(shard, stream, app, body)).detach();
+                glommio::spawn_local(session(shard, stream, app, body, client_ip)).detach();
+            } else {
+                tracing::debug!(%client_ip, "WebSocket connection refused");
             }
             return;
         }
@@ -206,6 +213,7 @@ fn session(
     mut stream: TcpStream,
     app: Arc<App>,
     leftover: Vec<u8>,
+    client_ip: std::net::IpAddr,
 ) -> impl Future<Output = ()> {
     async move {
         let conn = Rc::new(Connection::new(
@@ -217,12 +225,14 @@ fn session(
         ));
         shard.register(conn.clone());
         crate::metrics::with(|m| m.connection_opened());
+        tracing::debug!(socket_id = %conn.socket_id, %client_ip, app = app.id(), "connection opened");
         conn.send_text(&outbound::connection_established(
             conn.socket_id,
             shard.config.server.activity_timeout,
         ));
         let end = run_session(&shard, &conn, &mut stream, leftover).await;
         crate::metrics::with(|m| m.connection_closed(end.close_code()));
+        tracing::debug!(socket_id = %conn.socket_id, %client_ip, code = end.close_code(), "connection closed");
         conn.mark_closed();
         Box::pin(shard.unregister(&conn)).await;
         app.release_connection();

@@ -23,6 +23,10 @@ pub struct RequestHead {
     pub websocket_key: Option<String>,
     /// `Sec-WebSocket-Version`, when given.
     pub websocket_version: Option<String>,
+    /// `X-Real-IP`, when given.
+    pub real_ip: Option<String>,
+    /// The last (nearest) address of `X-Forwarded-For`, when given.
+    pub forwarded_for: Option<String>,
     /// `Content-Length`, when given and valid.
     pub content_length: Option<usize>,
     /// Whether the client asked to close after this request (`Connection: close`, or HTTP/1.0
@@ -34,6 +38,23 @@ impl RequestHead {
     /// Whether this is a WebSocket upgrade request (`Upgrade: websocket` with a key).
     pub fn is_websocket(&self) -> bool {
         self.websocket_key.is_some()
+    }
+
+    /// The client's address: the TCP peer, or, when the peer is a trusted proxy, the address it
+    /// reports (`X-Real-IP`, else the nearest `X-Forwarded-For` entry).
+    pub fn client_ip(
+        &self,
+        peer: std::net::IpAddr,
+        trusted_proxies: &[std::net::IpAddr],
+    ) -> std::net::IpAddr {
+        if !trusted_proxies.contains(&peer) {
+            return peer;
+        }
+        [&self.real_ip, &self.forwarded_for]
+            .into_iter()
+            .flatten()
+            .find_map(|v| v.parse().ok())
+            .unwrap_or(peer)
     }
 
     /// The value of query parameter `name`, undecoded.
@@ -89,6 +110,8 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, He
         minor_version: request.version.unwrap_or(1),
         websocket_key: None,
         websocket_version: None,
+        real_ip: None,
+        forwarded_for: None,
         content_length: None,
         wants_close: request.version == Some(0),
     };
@@ -102,6 +125,10 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, He
             head.websocket_key = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.websocket_version = Some(value);
+        } else if name.eq_ignore_ascii_case("x-real-ip") {
+            head.real_ip = Some(value);
+        } else if name.eq_ignore_ascii_case("x-forwarded-for") {
+            head.forwarded_for = value.rsplit(',').next().map(|v| v.trim().to_string());
         } else if name.eq_ignore_ascii_case("content-length") {
             head.content_length = Some(value.parse().map_err(|_| HeadError {
                 status: 400,
@@ -168,6 +195,20 @@ mod tests {
         assert_eq!(head.query_param("missing"), None);
         let answer = String::from_utf8(accept_upgrade(&head).unwrap()).unwrap();
         assert!(answer.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"));
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_from_trusted_proxies() {
+        let with_headers = b"GET /app/k HTTP/1.1\r\nX-Forwarded-For: 10.0.0.1, 203.0.113.7\r\n\r\n";
+        let (head, _) = parse_request_head(with_headers).unwrap().unwrap();
+        let proxy: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let other: std::net::IpAddr = "192.0.2.1".parse().unwrap();
+        assert_eq!(head.client_ip(proxy, &[proxy]).to_string(), "203.0.113.7");
+        assert_eq!(head.client_ip(other, &[proxy]), other);
+        let real =
+            b"GET / HTTP/1.1\r\nX-Real-IP: 198.51.100.2\r\nX-Forwarded-For: 203.0.113.7\r\n\r\n";
+        let (head, _) = parse_request_head(real).unwrap().unwrap();
+        assert_eq!(head.client_ip(proxy, &[proxy]).to_string(), "198.51.100.2");
     }
 
     #[test]
