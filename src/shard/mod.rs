@@ -8,6 +8,7 @@
 pub mod mesh;
 pub mod query;
 mod remote;
+mod webhook_events;
 
 use crate::app::{App, AppRegistry};
 use crate::channels::home_shard;
@@ -524,124 +525,6 @@ impl Shard {
             .await;
     }
 
-    /// Whether `app` has webhook receivers (so callers can skip building events).
-    pub fn webhooks_enabled(&self, app: u32) -> bool {
-        self.webhooks.as_ref().is_some_and(|w| w.enabled(app))
-    }
-
-    /// Reports a webhook event of `app` (nothing when the app has no webhooks).
-    pub fn emit_webhook(&self, app: u32, event: WebhookEvent) {
-        if let Some(webhooks) = &self.webhooks {
-            webhooks.emit(app, event);
-        }
-    }
-
-    /// This shard's first subscriber of a channel came (or its last left): tell the channel's
-    /// home shard, which knows whether the whole node changed.
-    fn shard_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {
-        if !self.webhooks_enabled(app) {
-            return;
-        }
-        let home = home_shard(app, channel, self.shards);
-        if home == self.id {
-            self.home_occupancy_changed(app, channel, occupied);
-        } else {
-            let channel = Arc::from(channel);
-            self.send_to(
-                home,
-                ShardMsg::Occupancy {
-                    app,
-                    channel,
-                    occupied,
-                },
-            );
-        }
-    }
-
-    /// A subscription to a non-presence channel came or went: tell the channel's home shard,
-    /// for the `subscription_count` webhook (apps with the feature on only).
-    fn subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
-        let wanted = self.webhooks_enabled(app)
-            && self
-                .apps()
-                .by_index(app)
-                .config
-                .enable_subscription_count_webhooks
-            && crate::protocol::names::ChannelKind::of(channel)
-                != crate::protocol::names::ChannelKind::Presence;
-        if !wanted {
-            return;
-        }
-        let home = home_shard(app, channel, self.shards);
-        if home == self.id {
-            self.home_subscription_count_changed(app, channel, delta);
-        } else {
-            let channel = Arc::from(channel);
-            self.send_to(
-                home,
-                ShardMsg::SubscriptionDelta {
-                    app,
-                    channel,
-                    delta,
-                },
-            );
-        }
-    }
-
-    fn home_subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
-        let now = Instant::now();
-        let count = self
-            .subscription_counts
-            .borrow_mut()
-            .change(app, channel, delta, now);
-        if let Some(subscription_count) = count {
-            let channel = channel.to_string();
-            self.emit_webhook(
-                app,
-                WebhookEvent::SubscriptionCount {
-                    channel,
-                    subscription_count,
-                },
-            );
-        }
-    }
-
-    /// Sends the counts the 5-second throttle held back.
-    fn send_due_subscription_counts(&self) {
-        let due = self.subscription_counts.borrow_mut().due(self.now());
-        for (app, channel, subscription_count) in due {
-            let channel = channel.into();
-            self.emit_webhook(
-                app,
-                WebhookEvent::SubscriptionCount {
-                    channel,
-                    subscription_count,
-                },
-            );
-        }
-    }
-
-    fn home_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {
-        let change = self
-            .occupancy
-            .borrow_mut()
-            .shard_changed(app, channel, occupied);
-        if change.node_changed {
-            self.share_occupancy_change(app, channel, occupied);
-        }
-        if change.cluster_changed {
-            let channel = channel.to_string();
-            self.emit_webhook(
-                app,
-                if occupied {
-                    WebhookEvent::ChannelOccupied { channel }
-                } else {
-                    WebhookEvent::ChannelVacated { channel }
-                },
-            );
-        }
-    }
-
     /// Hands `frame` to every other shard for its subscribers of `channel`.
     fn deliver_on_peers(
         &self,
@@ -755,6 +638,23 @@ impl Shard {
                     socket,
                 },
             );
+        }
+    }
+
+    /// Runs `local` here when this shard is `channel`'s home, else sends the home the message
+    /// `remote` builds.
+    pub(super) fn at_home(
+        &self,
+        app: u32,
+        channel: &str,
+        local: impl FnOnce(&Self),
+        remote: impl FnOnce(Arc<str>) -> ShardMsg,
+    ) {
+        let home = home_shard(app, channel, self.shards);
+        if home == self.id {
+            local(self);
+        } else {
+            self.send_to(home, remote(Arc::from(channel)));
         }
     }
 

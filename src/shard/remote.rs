@@ -347,26 +347,20 @@ impl Shard {
                 channel,
                 occupied,
             } => {
-                let Some(app) = self.apps().by_id(&app).cloned() else {
+                let Some(app) = self.apps().by_id(&app).map(|a| a.index) else {
                     return;
                 };
-                let home = home_shard(app.index, &channel, self.shards);
-                let (app, channel) = (app.index, Arc::from(channel.as_str()));
-                if home == self.id {
-                    self.occupancy
-                        .borrow_mut()
-                        .remote_changed(app, &channel, &node, occupied);
-                } else {
-                    self.send_to(
-                        home,
-                        ShardMsg::RemoteOccupancy {
-                            node,
-                            app,
-                            channel,
-                            occupied,
-                        },
-                    );
-                }
+                let here = |home: &Self| {
+                    let mut occupancy = home.occupancy.borrow_mut();
+                    occupancy.remote_changed(app, &channel, &node, occupied);
+                };
+                let there = |channel| ShardMsg::RemoteOccupancy {
+                    node: node.clone(),
+                    app,
+                    channel,
+                    occupied,
+                };
+                self.at_home(app, &channel, here, there);
             }
             Body::Hello => self.announce(false).await,
             Body::Query { id, shard, query } => {
@@ -398,22 +392,17 @@ impl Shard {
     }
 
     fn route_remote_presence(&self, node: Arc<str>, entry: PresenceEntry, joined: bool) {
-        let Some(app) = self.apps().by_id(&entry.app).cloned() else {
+        let Some(app) = self.apps().by_id(&entry.app).map(|a| a.index) else {
             return;
         };
-        let home = home_shard(app.index, &entry.channel, self.shards);
-        if home == self.id {
-            self.apply_remote_presence(&node, &entry, joined);
-        } else {
-            self.send_to(
-                home,
-                ShardMsg::RemotePresence {
-                    node,
-                    entry,
-                    joined,
-                },
-            );
-        }
+        let channel = entry.channel.clone();
+        let here = |home: &Self| home.apply_remote_presence(&node, &entry, joined);
+        let there = |_| ShardMsg::RemotePresence {
+            node: node.clone(),
+            entry: entry.clone(),
+            joined,
+        };
+        self.at_home(app, &channel, here, there);
     }
 
     fn route_snapshot(

@@ -1,0 +1,119 @@
+//! What a shard reports to webhooks: node-wide (and, clustered, cluster-wide) occupancy and
+//! subscription counts, kept by each channel's home shard, and the events themselves. Nothing
+//! here runs for apps without webhook receivers.
+
+use super::{Shard, ShardMsg};
+use crate::protocol::names::ChannelKind;
+use crate::webhooks::WebhookEvent;
+use std::time::Instant;
+
+impl Shard {
+    /// Whether `app` has webhook receivers (so callers can skip building events).
+    pub fn webhooks_enabled(&self, app: u32) -> bool {
+        self.webhooks.as_ref().is_some_and(|w| w.enabled(app))
+    }
+
+    /// Reports a webhook event of `app` (nothing when the app has no webhooks).
+    pub fn emit_webhook(&self, app: u32, event: WebhookEvent) {
+        if let Some(webhooks) = &self.webhooks {
+            webhooks.emit(app, event);
+        }
+    }
+
+    /// This shard's first subscriber of a channel came (or its last left): tell the channel's
+    /// home shard, which knows whether the whole node changed.
+    pub(super) fn shard_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {
+        if !self.webhooks_enabled(app) {
+            return;
+        }
+        self.at_home(
+            app,
+            channel,
+            |home| home.home_occupancy_changed(app, channel, occupied),
+            |channel| ShardMsg::Occupancy {
+                app,
+                channel,
+                occupied,
+            },
+        );
+    }
+
+    /// A subscription to a non-presence channel came or went: tell the channel's home shard,
+    /// for the `subscription_count` webhook (apps with the feature on only).
+    pub(super) fn subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
+        let wanted = self.webhooks_enabled(app)
+            && self
+                .apps()
+                .by_index(app)
+                .config
+                .enable_subscription_count_webhooks
+            && ChannelKind::of(channel) != ChannelKind::Presence;
+        if !wanted {
+            return;
+        }
+        self.at_home(
+            app,
+            channel,
+            |home| home.home_subscription_count_changed(app, channel, delta),
+            |channel| ShardMsg::SubscriptionDelta {
+                app,
+                channel,
+                delta,
+            },
+        );
+    }
+
+    pub(super) fn home_subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
+        let now = Instant::now();
+        let count = self
+            .subscription_counts
+            .borrow_mut()
+            .change(app, channel, delta, now);
+        if let Some(subscription_count) = count {
+            let channel = channel.to_string();
+            self.emit_webhook(
+                app,
+                WebhookEvent::SubscriptionCount {
+                    channel,
+                    subscription_count,
+                },
+            );
+        }
+    }
+
+    /// Sends the counts the 5-second throttle held back.
+    pub(super) fn send_due_subscription_counts(&self) {
+        let due = self.subscription_counts.borrow_mut().due(self.now());
+        for (app, channel, subscription_count) in due {
+            let channel = channel.into();
+            self.emit_webhook(
+                app,
+                WebhookEvent::SubscriptionCount {
+                    channel,
+                    subscription_count,
+                },
+            );
+        }
+    }
+
+    pub(super) fn home_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {
+        let change = self
+            .occupancy
+            .borrow_mut()
+            .shard_changed(app, channel, occupied);
+        if change.node_changed {
+            self.share_occupancy_change(app, channel, occupied);
+        }
+        if change.cluster_changed {
+            let channel = channel.to_string();
+            self.emit_webhook(
+                app,
+                if occupied {
+                    WebhookEvent::ChannelOccupied { channel }
+                } else {
+                    WebhookEvent::ChannelVacated { channel }
+                },
+            );
+        }
+    }
+}
