@@ -12,7 +12,7 @@ pub struct Cli {
 }
 
 /// The scenarios the harness knows.
-#[derive(Debug, Subcommand)]
+#[derive(Debug, Clone, Subcommand)]
 pub enum Scenario {
     /// Open idle connections, each subscribed to one public channel, and measure the server's
     /// resident memory per connection.
@@ -20,6 +20,165 @@ pub enum Scenario {
     /// Subscribe many connections to one private channel, send client events from a few of them,
     /// and measure the server's CPU time per delivery.
     ClientEvents(ClientEventsArgs),
+    /// S subscribers on one public channel; messages published at R/s through the HTTP API (or
+    /// as client events on a private channel); latency, throughput, loss and server CPU.
+    Fanout(FanoutArgs),
+    /// The physical limit: a minimal one-thread epoll WebSocket server inside the harness writes
+    /// one pre-framed message to each of N connections at R/s. Same figures as `fanout`.
+    RawFanout(FanoutArgs),
+    /// N connections, each on its own public channel; messages published through the API to
+    /// random channels at R/s.
+    Channels(ChannelsArgs),
+    /// A connect/disconnect storm while a fanout runs: latency and loss of the steady
+    /// subscribers.
+    Churn(ChurnArgs),
+    /// Ramp to N connections (each on K channels from a pool), hold, and report set-up rate,
+    /// failures by reason and server memory per connection.
+    Connections(ConnectionsArgs),
+    /// Run one scenario against several servers and print the figures side by side.
+    Compare(CompareArgs),
+}
+
+/// Options of `compare`.
+#[derive(Debug, Args, Clone)]
+pub struct CompareArgs {
+    /// Servers to compare, as `name=ws://host:port,...`; the first is the baseline of the ratios.
+    /// The API URL of each is `http://host:port` of its WebSocket URL.
+    #[arg(long, value_delimiter = ',', required = true)]
+    pub servers: Vec<String>,
+    /// Server pids for /proc sampling, as `name=PID,...` (optional).
+    #[arg(long, value_delimiter = ',')]
+    pub pids: Vec<String>,
+    /// The scenario (its `--url`, `--api` and `--server-pid` are replaced per server).
+    #[command(subcommand)]
+    pub scenario: Compared,
+}
+
+/// The scenarios `compare` can run.
+#[derive(Debug, Clone, Subcommand)]
+pub enum Compared {
+    /// See `fanout`.
+    Fanout(FanoutArgs),
+    /// See `channels`.
+    Channels(ChannelsArgs),
+    /// See `connections`.
+    Connections(ConnectionsArgs),
+}
+
+impl Compared {
+    /// The scenario to run.
+    pub fn scenario(&self) -> Scenario {
+        match self.clone() {
+            Compared::Fanout(a) => Scenario::Fanout(a),
+            Compared::Channels(a) => Scenario::Channels(a),
+            Compared::Connections(a) => Scenario::Connections(a),
+        }
+    }
+}
+
+/// How `fanout` publishes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// Signed `POST /apps/{id}/events` over keep-alive HTTP/1.1.
+    Api,
+    /// Client events from sender connections on a private channel.
+    ClientEvents,
+}
+
+/// Publishing options shared by the delivery scenarios.
+#[derive(Debug, Args, Clone)]
+pub struct PublishArgs {
+    /// Messages per second (in total).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Seconds of publishing (messages = rate × duration).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Length of each message's `data` string, in bytes (padded; at least the header's length).
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Seconds to wait for outstanding deliveries after the last send.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+}
+
+/// Options of `fanout` and `raw-fanout`.
+#[derive(Debug, Args, Clone)]
+pub struct FanoutArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Publishing options.
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    /// Subscribers on the channel.
+    #[arg(long, default_value_t = 1_000)]
+    pub subscribers: usize,
+    /// How messages are published (`fanout` only).
+    #[arg(long, value_enum, default_value_t = Via::Api)]
+    pub via: Via,
+    /// Sender connections with `--via client-events` (messages go round-robin; the server's
+    /// default limit is 10 client events per second per connection).
+    #[arg(long, default_value_t = 1)]
+    pub senders: usize,
+    /// Channel name (default `loadtest-fanout`, or `private-loadtest-fanout` for client events).
+    #[arg(long)]
+    pub channel: Option<String>,
+    /// `raw-fanout` only: pin the raw server thread to this CPU (to mirror a server started
+    /// with `taskset -c`).
+    #[arg(long)]
+    pub raw_cpu: Option<usize>,
+}
+
+/// Options of `churn`.
+#[derive(Debug, Args, Clone)]
+pub struct ChurnArgs {
+    /// The fanout that runs meanwhile.
+    #[command(flatten)]
+    pub fanout: FanoutArgs,
+    /// Connections that churn (on the same channel, not counted as receivers).
+    #[arg(long, default_value_t = 100)]
+    pub churn_connections: usize,
+    /// Disconnects (each followed by a reconnect and resubscribe) per second.
+    #[arg(long, default_value_t = 100.0)]
+    pub churn_rate: f64,
+}
+
+/// Options of `channels`.
+#[derive(Debug, Args, Clone)]
+pub struct ChannelsArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Publishing options.
+    #[command(flatten)]
+    pub publish: PublishArgs,
+    /// Connections, each on its own channel `loadtest-ch-{i}`.
+    #[arg(long, default_value_t = 1_000)]
+    pub connections: usize,
+}
+
+/// Options of `connections`.
+#[derive(Debug, Args, Clone)]
+pub struct ConnectionsArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Connections to open.
+    #[arg(long, default_value_t = 10_000)]
+    pub connections: usize,
+    /// Channels each connection subscribes to.
+    #[arg(long, default_value_t = 1)]
+    pub channels_per_connection: usize,
+    /// Size of the channel pool (connection i takes channels i, i+1, ... modulo the pool).
+    #[arg(long, default_value_t = 100)]
+    pub channel_pool: usize,
+    /// Use private channels (auth signed locally with the secret).
+    #[arg(long)]
+    pub private: bool,
+    /// Seconds to hold the connections open after the ramp.
+    #[arg(long, default_value_t = 5)]
+    pub hold_secs: u64,
 }
 
 /// Options every scenario takes.
@@ -53,6 +212,18 @@ pub struct Common {
     /// Print the result as one JSON object on stdout, after the human-readable report.
     #[arg(long)]
     pub json: bool,
+    /// HTTP API base URL (`http://host:port`); default: host and port of `--url`.
+    #[arg(long)]
+    pub api: Option<String>,
+    /// App id, for the HTTP API's path.
+    #[arg(long, default_value = "1")]
+    pub app_id: String,
+    /// Write the JSON report to this file.
+    #[arg(long)]
+    pub out: Option<std::path::PathBuf>,
+    /// Write an SVG chart (latency percentiles, deliveries/s, connections over time).
+    #[arg(long)]
+    pub chart: Option<std::path::PathBuf>,
 }
 
 /// Options of the `idle` scenario.

@@ -115,8 +115,9 @@ pub type ConnId = usize;
 pub struct ConnSpec {
     /// Local address to bind, if any.
     pub source: Option<IpAddr>,
-    /// Channel to subscribe to; `private-` channels are signed with the pool's secret.
-    pub channel: String,
+    /// Channels to subscribe to (at least one); `private-` channels are signed with the pool's
+    /// secret. The connection counts as subscribed once every one has succeeded.
+    pub channels: Vec<String>,
 }
 
 /// What [`Pool::poll`] reports.
@@ -163,6 +164,8 @@ struct Conn {
     end: usize,
     /// Bytes not yet accepted by the socket.
     tx: Vec<u8>,
+    /// Subscriptions sent and not yet confirmed.
+    pending: usize,
 }
 
 /// The connections of one client thread and the epoll instance that drives them.
@@ -175,6 +178,8 @@ pub struct Pool {
     conns: Vec<Conn>,
     /// Next connection to start.
     next: usize,
+    /// Connections to start again, before `next`.
+    requeue: Vec<ConnId>,
     /// Connections started and not yet subscribed or failed.
     in_flight: usize,
     concurrency: usize,
@@ -212,9 +217,11 @@ impl Pool {
                     start: 0,
                     end: 0,
                     tx: Vec::new(),
+                    pending: 0,
                 })
                 .collect(),
             next: 0,
+            requeue: Vec::new(),
             in_flight: 0,
             concurrency: concurrency.max(1),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT],
@@ -252,6 +259,35 @@ impl Pool {
         conn.flush()
     }
 
+    /// Number of connections in the pool.
+    pub fn len(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Closes connection `id` (close frame 1000 if subscribed); returns whether it was open.
+    pub fn close(&mut self, id: ConnId) -> bool {
+        let conn = &mut self.conns[id];
+        let was_open = conn.socket.is_some();
+        if conn.state == State::Subscribed {
+            let code = 1000u16.to_be_bytes();
+            ws::write_masked_frame(&mut conn.tx, opcode::CLOSE, &code, rand::random());
+            let _ = conn.flush();
+        } else if was_open && conn.state != State::Done {
+            self.in_flight -= 1;
+        }
+        conn.state = State::Done;
+        conn.socket = None;
+        conn.rx = Vec::new();
+        conn.tx = Vec::new();
+        was_open
+    }
+
+    /// Starts connection `id` again (after [`Pool::close`]) once the concurrency limit allows.
+    pub fn reopen(&mut self, id: ConnId) {
+        self.conns[id].state = State::Waiting;
+        self.requeue.push(id);
+    }
+
     /// Sends a close frame (1000) on every subscribed connection and closes all sockets.
     pub fn close_all(&mut self) {
         for conn in &mut self.conns {
@@ -267,9 +303,16 @@ impl Pool {
 
     /// Starts connections while fewer than `concurrency` are being set up.
     fn start_more(&mut self, on_event: &mut dyn FnMut(Event<'_>)) {
-        while self.in_flight < self.concurrency && self.next < self.conns.len() {
-            let id = self.next;
-            self.next += 1;
+        while self.in_flight < self.concurrency
+            && (self.next < self.conns.len() || !self.requeue.is_empty())
+        {
+            let id = match self.requeue.pop() {
+                Some(id) => id,
+                None => {
+                    self.next += 1;
+                    self.next - 1
+                }
+            };
             match self.start(id) {
                 Ok(()) => self.in_flight += 1,
                 Err(e) => {
@@ -444,21 +487,28 @@ impl Pool {
                 let socket_id = msg
                     .socket_id()
                     .ok_or_else(|| ClientError::Protocol("no socket_id in the handshake".into()))?;
-                let channel = &conn.spec.channel;
-                let auth = if channel.starts_with("private-") {
-                    protocol::private_channel_auth(&self.key, &self.secret, &socket_id, channel)
-                } else {
-                    String::new()
-                };
-                let subscribe = protocol::subscribe_message(channel, &auth);
-                ws::write_masked_frame(
-                    &mut conn.tx,
-                    opcode::TEXT,
-                    subscribe.as_bytes(),
-                    rand::random(),
-                );
+                for channel in &conn.spec.channels {
+                    let auth = if channel.starts_with("private-") {
+                        protocol::private_channel_auth(&self.key, &self.secret, &socket_id, channel)
+                    } else {
+                        String::new()
+                    };
+                    let subscribe = protocol::subscribe_message(channel, &auth);
+                    ws::write_masked_frame(
+                        &mut conn.tx,
+                        opcode::TEXT,
+                        subscribe.as_bytes(),
+                        rand::random(),
+                    );
+                }
+                conn.pending = conn.spec.channels.len();
                 conn.state = State::Subscribing;
                 conn.flush()?;
+                if conn.pending == 0 {
+                    conn.state = State::Subscribed;
+                    self.in_flight -= 1;
+                    on_event(Event::Subscribed(id));
+                }
             }
             State::Subscribing => {
                 let msg = parse(text)?;
@@ -468,11 +518,17 @@ impl Pool {
                     ));
                 }
                 if msg.event == protocol::SUBSCRIPTION_SUCCEEDED
-                    && msg.channel.as_deref() == Some(conn.spec.channel.as_str())
+                    && msg
+                        .channel
+                        .as_deref()
+                        .is_some_and(|c| conn.spec.channels.iter().any(|s| s == c))
                 {
-                    conn.state = State::Subscribed;
-                    self.in_flight -= 1;
-                    on_event(Event::Subscribed(id));
+                    conn.pending -= 1;
+                    if conn.pending == 0 {
+                        conn.state = State::Subscribed;
+                        self.in_flight -= 1;
+                        on_event(Event::Subscribed(id));
+                    }
                 }
             }
             State::Waiting | State::Connecting | State::Upgrading | State::Done => {}
@@ -628,7 +684,7 @@ mod tests {
         let target = Target::new("ws://127.0.0.1:1", "k").unwrap();
         let spec = ConnSpec {
             source: None,
-            channel: "c".into(),
+            channels: vec!["c".into()],
         };
         let mut pool = Pool::new(target, "k", "s", vec![spec], 1).unwrap();
         let mut failed = false;

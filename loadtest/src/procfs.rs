@@ -143,6 +143,103 @@ impl KernelSample {
     }
 }
 
+/// CPU time and nothing else of one thread of this process (`/proc/self/task/TID/stat` and
+/// `schedstat`); memory fields are 0.
+pub fn read_own_thread(tid: i32) -> io::Result<ProcSample> {
+    let pid = std::process::id();
+    let base = format!("/proc/{pid}/task/{tid}");
+    let stat = fs::read_to_string(format!("{base}/stat"))?;
+    let after_comm = stat
+        .rfind(')')
+        .map(|i| &stat[i + 1..])
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "malformed stat"))?;
+    let f: Vec<u64> = after_comm
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let sched = fs::read_to_string(format!("{base}/schedstat"))?;
+    Ok(ProcSample {
+        at: Instant::now(),
+        rss_kb: 0,
+        rss_anon_kb: 0,
+        rss_file_kb: 0,
+        cpu_ticks: f.iter().sum(),
+        cpu_sched_ns: sched
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0),
+        threads: 1,
+    })
+}
+
+/// The calling thread's kernel id.
+pub fn gettid() -> i32 {
+    // SAFETY: gettid has no preconditions.
+    unsafe { libc::syscall(libc::SYS_gettid) as i32 }
+}
+
+/// The current soft open-file limit.
+pub fn nofile_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return 0;
+    }
+    limit.rlim_cur
+}
+
+/// The size of the ephemeral port range (`net.ipv4.ip_local_port_range`).
+pub fn ephemeral_ports() -> u64 {
+    let text = fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").unwrap_or_default();
+    let v: Vec<u64> = text
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    match v.as_slice() {
+        [lo, hi] if hi >= lo => hi - lo + 1,
+        _ => 28_232,
+    }
+}
+
+/// Says which limit would cap a run that needs `fds` descriptors in this process and
+/// `connections` outgoing connections to one server address over `source_ips` addresses.
+pub fn capacity_notes(
+    fds: usize,
+    connections: usize,
+    source_ips: u32,
+    loopback: bool,
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    let limit = nofile_limit();
+    if (fds as u64 + 64) > limit {
+        notes.push(format!(
+            "LIMIT: the run needs ~{} file descriptors but the open-file limit is {limit}; at most ~{} connections can open (raise `ulimit -n`)",
+            fds + 64,
+            limit.saturating_sub(64)
+        ));
+    }
+    let ports = ephemeral_ports();
+    let ips = if loopback {
+        source_ips.max(1) as u64
+    } else {
+        1
+    };
+    if connections as u64 > ports * ips {
+        notes.push(format!(
+            "LIMIT: {connections} connections to one server address need more than the {ports} ephemeral ports of {ips} source address(es); at most {} can open (use --source-ips {})",
+            ports * ips,
+            (connections as u64).div_ceil(ports)
+        ));
+    }
+    notes
+}
+
 /// Raises the soft open-file limit to the hard limit and returns the new soft limit.
 pub fn raise_nofile_limit() -> io::Result<u64> {
     let mut limit = libc::rlimit {

@@ -48,6 +48,10 @@ pub struct Stats {
     pub last_delivery_ns: AtomicU64,
     /// Subscribers whose final count of events was not the expected one.
     pub incomplete_receivers: AtomicU64,
+    /// Publishes that failed (API error or send error).
+    pub publish_errors: AtomicU64,
+    /// Connections closed on purpose by the scenario (churn).
+    pub closed: AtomicU64,
     /// Errors reported through [`Control::report_error`].
     errors_reported: AtomicU64,
 }
@@ -147,6 +151,12 @@ pub trait Behaviour {
     /// Connection `id` of this thread's pool has subscribed.
     fn on_subscribed(&mut self, _id: ConnId) {}
 
+    /// Connection `id` failed before it subscribed.
+    fn on_failed(&mut self, _id: ConnId, _error: &ClientError) {}
+
+    /// Subscribed connection `id` was closed or broken by the server.
+    fn on_dropped(&mut self, _id: ConnId, _error: &ClientError) {}
+
     /// In the run phase, once per loop turn: do what is due at `now` (e.g. send) and say when
     /// something is next due.
     fn on_run(&mut self, _pool: &mut Pool, _now: Instant) -> Option<Instant> {
@@ -182,10 +192,12 @@ pub fn drive<B: Behaviour>(mut pool: Pool, control: &Control, mut behaviour: B) 
             }
             Event::Failed(id, e) => {
                 Stats::add(&stats.failed, 1);
+                behaviour.on_failed(id, &e);
                 control.report_error(&format!("connection {id} failed"), &e);
             }
             Event::Dropped(id, e) => {
                 Stats::add(&stats.dropped, 1);
+                behaviour.on_dropped(id, &e);
                 control.report_error(&format!("connection {id} dropped"), &e);
             }
         });

@@ -2,6 +2,9 @@
 //! sampling the server.
 
 pub mod client_events;
+pub mod connections;
+pub mod delivery;
+pub mod fanout;
 pub mod idle;
 
 use crate::cli::Common;
@@ -28,7 +31,7 @@ pub fn pool_for(
         .iter()
         .map(|&i| ConnSpec {
             source: target.source_ip(i, common.source_ips),
-            channel: channel_of(i),
+            channels: vec![channel_of(i)],
         })
         .collect();
     Pool::new(
