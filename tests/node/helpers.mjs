@@ -1238,11 +1238,12 @@ function tcpOpen(port) {
 /**
  * Start nginx (master + one worker, `daemon off`, everything under a fresh temp directory) with
  * deploy/nginx/warren.conf in front of the warren nodes on `upstreamPorts`, and wait until its
- * https port accepts connections. Returns
+ * https port accepts connections (`workerConnections`: nginx's worker_connections, 1024 by
+ * default; each proxied WebSocket takes two). Returns
  * { httpsPort, httpPort, dir, conf (the templated site), cert, agent (an https.Agent that
  * trusts the certificate and verifies it), log(), printLog(reason), running(), stop() }.
  */
-export async function startNginx({ upstreamPorts }) {
+export async function startNginx({ upstreamPorts, workerConnections = 1024 }) {
   await access(NGINX_BIN, fsConstants.X_OK).catch(() => {
     throw new Error(
       `no nginx at ${NGINX_BIN}: install it (apt-get install nginx; .ci/run does) or set NGINX to its path`,
@@ -1270,7 +1271,7 @@ worker_processes 1;
 daemon off;
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log info;
-events { worker_connections 1024; }
+events { worker_connections ${workerConnections}; }
 http {
     access_log ${dir}/access.log;
     client_body_temp_path ${dir}/client_body;
@@ -1311,6 +1312,7 @@ http {
 
   const errorLog = async () => readFileText(join(dir, 'error.log'), 'utf8').catch(() => '');
   const nginx = {
+    pid: child.pid,
     httpsPort,
     httpPort,
     dir,
@@ -1366,7 +1368,9 @@ export function createTlsClient(port, { app = DEFAULT_APP, user, secretFor } = {
     wsHost: 'localhost',
     wssPort: port,
     forceTLS: true,
-    enabledTransports: ['wss'],
+    // pusher-js's default strategy with forceTLS only tries its 'ws' transport (over TLS);
+    // enabledTransports: ['wss'] alone leaves it nothing to try (state 'failed').
+    enabledTransports: ['ws', 'wss'],
     disableStats: true,
     cluster: 'mt1',
     channelAuthorization: { customHandler: localAuthorizer({ app, user, secretFor }) },
