@@ -35,6 +35,9 @@ pub enum Scenario {
     /// Ramp to N connections (each on K channels from a pool), hold, and report set-up rate,
     /// failures by reason and server memory per connection.
     Connections(ConnectionsArgs),
+    /// Join/leave churn on presence channels: steady members count the member_added /
+    /// member_removed events of the churners and compare them with what was expected.
+    Presence(PresenceArgs),
     /// Run one scenario against several servers and print the figures side by side.
     Compare(CompareArgs),
 }
@@ -179,6 +182,32 @@ pub struct ConnectionsArgs {
     /// Seconds to hold the connections open after the ramp.
     #[arg(long, default_value_t = 5)]
     pub hold_secs: u64,
+}
+
+/// Options of `presence`.
+#[derive(Debug, Args, Clone)]
+pub struct PresenceArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Presence channels (`presence-loadtest-{i}`).
+    #[arg(long, default_value_t = 10)]
+    pub channels: usize,
+    /// Steady members per channel (join during set-up and stay; one user each).
+    #[arg(long, default_value_t = 20)]
+    pub members: usize,
+    /// Churners per channel (connections that join and leave repeatedly; one user each).
+    #[arg(long, default_value_t = 2)]
+    pub churners: usize,
+    /// Join/leave cycles per second, over all churners.
+    #[arg(long, default_value_t = 100.0)]
+    pub rate: f64,
+    /// Seconds of churning (cycles = rate × duration).
+    #[arg(long, default_value_t = 10.0)]
+    pub duration_secs: f64,
+    /// Seconds to wait for outstanding member events after the last leave.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout_secs: u64,
 }
 
 /// Options every scenario takes.

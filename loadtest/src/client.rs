@@ -115,9 +115,12 @@ pub type ConnId = usize;
 pub struct ConnSpec {
     /// Local address to bind, if any.
     pub source: Option<IpAddr>,
-    /// Channels to subscribe to (at least one); `private-` channels are signed with the pool's
-    /// secret. The connection counts as subscribed once every one has succeeded.
+    /// Channels to subscribe to; `private-` and `presence-` channels are signed with the pool's
+    /// secret. The connection counts as subscribed once every one has succeeded (at once, after
+    /// the handshake, when there are none).
     pub channels: Vec<String>,
+    /// The `channel_data` (user id and info) sent and signed for `presence-` channels.
+    pub channel_data: Option<String>,
 }
 
 /// What [`Pool::poll`] reports.
@@ -125,7 +128,9 @@ pub struct ConnSpec {
 pub enum Event<'a> {
     /// The connection received `subscription_succeeded`.
     Subscribed(ConnId),
-    /// A subscribed connection received a text message (pings are answered by the pool).
+    /// A subscribed connection received a text message (pings are answered by the pool). A
+    /// presence channel's `subscription_succeeded` (its roster) is also reported this way, just
+    /// before the connection's [`Event::Subscribed`].
     Message(ConnId, &'a [u8]),
     /// The connection failed before it was subscribed.
     Failed(ConnId, ClientError),
@@ -166,6 +171,8 @@ struct Conn {
     tx: Vec<u8>,
     /// Subscriptions sent and not yet confirmed.
     pending: usize,
+    /// The socket id from `connection_established`.
+    socket_id: Option<String>,
 }
 
 /// The connections of one client thread and the epoll instance that drives them.
@@ -218,6 +225,7 @@ impl Pool {
                     end: 0,
                     tx: Vec::new(),
                     pending: 0,
+                    socket_id: None,
                 })
                 .collect(),
             next: 0,
@@ -257,6 +265,11 @@ impl Pool {
         }
         ws::write_masked_frame(&mut conn.tx, opcode::TEXT, text, rand::random());
         conn.flush()
+    }
+
+    /// The socket id the server gave connection `id` (once its handshake is done).
+    pub fn socket_id(&self, id: ConnId) -> Option<&str> {
+        self.conns[id].socket_id.as_deref()
     }
 
     /// Number of connections in the pool.
@@ -488,12 +501,28 @@ impl Pool {
                     .socket_id()
                     .ok_or_else(|| ClientError::Protocol("no socket_id in the handshake".into()))?;
                 for channel in &conn.spec.channels {
-                    let auth = if channel.starts_with("private-") {
-                        protocol::private_channel_auth(&self.key, &self.secret, &socket_id, channel)
-                    } else {
-                        String::new()
+                    let subscribe = match (&conn.spec.channel_data, channel) {
+                        (Some(data), c) if c.starts_with("presence-") => {
+                            let auth = protocol::presence_channel_auth(
+                                &self.key,
+                                &self.secret,
+                                &socket_id,
+                                channel,
+                                data,
+                            );
+                            protocol::presence_subscribe_message(channel, &auth, data)
+                        }
+                        (_, c) if c.starts_with("private-") || c.starts_with("presence-") => {
+                            let auth = protocol::private_channel_auth(
+                                &self.key,
+                                &self.secret,
+                                &socket_id,
+                                channel,
+                            );
+                            protocol::subscribe_message(channel, &auth)
+                        }
+                        _ => protocol::subscribe_message(channel, ""),
                     };
-                    let subscribe = protocol::subscribe_message(channel, &auth);
                     ws::write_masked_frame(
                         &mut conn.tx,
                         opcode::TEXT,
@@ -501,6 +530,7 @@ impl Pool {
                         rand::random(),
                     );
                 }
+                conn.socket_id = Some(socket_id);
                 conn.pending = conn.spec.channels.len();
                 conn.state = State::Subscribing;
                 conn.flush()?;
@@ -523,6 +553,13 @@ impl Pool {
                         .as_deref()
                         .is_some_and(|c| conn.spec.channels.iter().any(|s| s == c))
                 {
+                    if msg
+                        .channel
+                        .as_deref()
+                        .is_some_and(|c| c.starts_with("presence-"))
+                    {
+                        on_event(Event::Message(id, text));
+                    }
                     conn.pending -= 1;
                     if conn.pending == 0 {
                         conn.state = State::Subscribed;
@@ -685,6 +722,7 @@ mod tests {
         let spec = ConnSpec {
             source: None,
             channels: vec!["c".into()],
+            channel_data: None,
         };
         let mut pool = Pool::new(target, "k", "s", vec![spec], 1).unwrap();
         let mut failed = false;

@@ -65,6 +65,7 @@ pub fn run_scenario(scenario: &Scenario) -> Result<Option<Report>, String> {
         Scenario::Channels(args) => scenario::fanout::channels(args)?,
         Scenario::Churn(args) => scenario::fanout::churn(args)?,
         Scenario::Connections(args) => scenario::connections::run(args)?,
+        Scenario::Presence(args) => scenario::presence::run(args)?,
         Scenario::Compare(_) => return Err("compare cannot be nested".into()),
     }))
 }
@@ -77,6 +78,7 @@ fn common(scenario: &Scenario) -> Option<&Common> {
         Scenario::Channels(a) => Some(&a.common),
         Scenario::Churn(a) => Some(&a.fanout.common),
         Scenario::Connections(a) => Some(&a.common),
+        Scenario::Presence(a) => Some(&a.common),
         Scenario::Compare(_) => None,
     }
 }
@@ -89,6 +91,7 @@ fn common_mut(scenario: &mut Scenario) -> Option<&mut Common> {
         Scenario::Channels(a) => Some(&mut a.common),
         Scenario::Churn(a) => Some(&mut a.fanout.common),
         Scenario::Connections(a) => Some(&mut a.common),
+        Scenario::Presence(a) => Some(&mut a.common),
         Scenario::Compare(_) => None,
     }
 }

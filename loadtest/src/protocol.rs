@@ -12,6 +12,10 @@ pub const CONNECTION_ESTABLISHED: &str = "pusher:connection_established";
 pub const SUBSCRIPTION_SUCCEEDED: &str = "pusher_internal:subscription_succeeded";
 /// `pusher:error`.
 pub const ERROR: &str = "pusher:error";
+/// `pusher_internal:member_added`.
+pub const MEMBER_ADDED: &str = "pusher_internal:member_added";
+/// `pusher_internal:member_removed`.
+pub const MEMBER_REMOVED: &str = "pusher_internal:member_removed";
 /// `pusher:ping`.
 pub const PING: &str = "pusher:ping";
 /// The text of a `pusher:pong`.
@@ -79,6 +83,25 @@ pub fn subscribe_message(channel: &str, auth: &str) -> String {
     .to_string()
 }
 
+/// `pusher:subscribe` for presence channel `channel`, with `auth` and the exact `channel_data`
+/// that was signed.
+pub fn presence_subscribe_message(channel: &str, auth: &str, channel_data: &str) -> String {
+    serde_json::json!({
+        "event": "pusher:subscribe",
+        "data": { "channel": channel, "auth": auth, "channel_data": channel_data },
+    })
+    .to_string()
+}
+
+/// `pusher:unsubscribe` for `channel`.
+pub fn unsubscribe_message(channel: &str) -> String {
+    serde_json::json!({
+        "event": "pusher:unsubscribe",
+        "data": { "channel": channel },
+    })
+    .to_string()
+}
+
 /// A client event `event` on `channel` whose `data` is the JSON value `data_json`.
 pub fn client_event_message(event: &str, channel: &str, data_json: &str) -> String {
     // `event` and `channel` come from our own command line; escape them anyway.
@@ -100,6 +123,25 @@ pub fn private_channel_auth(key: &str, secret: &str, socket_id: &str, channel: &
     format!("{key}:{}", hex::encode(mac.finalize().into_bytes()))
 }
 
+/// The `auth` value of a presence-channel subscription: `key:hex(HMAC-SHA256(secret,
+/// "socket_id:channel:channel_data"))` (PROTOCOL.md §4).
+pub fn presence_channel_auth(
+    key: &str,
+    secret: &str,
+    socket_id: &str,
+    channel: &str,
+    channel_data: &str,
+) -> String {
+    let mut mac =
+        Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC accepts any key length");
+    mac.update(socket_id.as_bytes());
+    mac.update(b":");
+    mac.update(channel.as_bytes());
+    mac.update(b":");
+    mac.update(channel_data.as_bytes());
+    format!("{key}:{}", hex::encode(mac.finalize().into_bytes()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +158,27 @@ mod tests {
             auth,
             "278d425bdf160c739803:58df8b0c36d6982b82c3ecf6b4662e34fe8c25bba48f5369f135bf843651c3a4"
         );
+    }
+
+    #[test]
+    fn signs_the_documented_presence_vector() {
+        let auth = presence_channel_auth(
+            "278d425bdf160c739803",
+            "7ad3773142a6692b25b8",
+            "1234.1234",
+            "presence-foobar",
+            r#"{"user_id":10,"user_info":{"name":"Mr. Channels"}}"#,
+        );
+        assert_eq!(
+            auth,
+            "278d425bdf160c739803:31935e7d86dba64c2a90aed31fdc61869f9b22ba9d8863bba239c03ca481bc80"
+        );
+        let sub: serde_json::Value =
+            serde_json::from_str(&presence_subscribe_message("presence-a", "k:s", "{}")).unwrap();
+        assert_eq!(sub["data"]["channel_data"], "{}");
+        let unsub: serde_json::Value =
+            serde_json::from_str(&unsubscribe_message("presence-a")).unwrap();
+        assert_eq!(unsub["event"], "pusher:unsubscribe");
     }
 
     #[test]

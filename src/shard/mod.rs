@@ -737,9 +737,13 @@ impl Shard {
         }
     }
 
-    /// At the home shard: adds the member, announces a new user to the channel (before the
-    /// answer, so the joining socket, not yet subscribed, never sees its own `member_added`),
-    /// then answers the joining socket's shard.
+    /// At the home shard: adds the member and answers the joining socket's shard with the roster
+    /// *before* anything else can happen to this channel here, then announces a new user.
+    ///
+    /// The order matters. The roster and the answer are produced with no `await` in between,
+    /// so every member event computed after this roster is sent to the joining socket's shard
+    /// after the answer (one ordered channel per pair of shards) and reaches the socket once it
+    /// is subscribed; the joining socket's own `member_added` is excluded by socket id.
     async fn home_join(
         &self,
         app: u32,
@@ -752,42 +756,18 @@ impl Shard {
             .presence
             .borrow_mut()
             .join(app, &channel, &member, max_members);
-        if let Joined::Member {
-            first_socket,
-            first_local,
-            ..
-        } = outcome
-        {
-            if first_local {
-                self.share_presence_change(
-                    app,
-                    &channel,
-                    &member.user_id,
-                    &member.user_id_json,
-                    member.user_info_json.as_deref(),
-                    true,
-                );
-            }
-            if first_socket {
-                self.emit_webhook(
-                    app,
-                    WebhookEvent::MemberAdded {
-                        channel: channel.to_string(),
-                        user_id: member.user_id.clone(),
-                    },
-                );
-                let text = outbound::member_added(
-                    &channel,
-                    &member.user_id_json,
-                    member.user_info_json.as_deref(),
-                );
-                self.publish_frame(app, channel.clone(), shared_text_frame(&text), Some(socket))
-                    .await;
-            }
-        }
+        let (first_socket, first_local) = match &outcome {
+            Joined::Member {
+                first_socket,
+                first_local,
+                ..
+            } => (*first_socket, *first_local),
+            Joined::Full => (false, false),
+        };
         if socket.shard() == self.id {
             self.finish_presence_join(app, &channel, socket, outcome);
         } else {
+            let channel = channel.clone();
             self.send_to(
                 socket.shard(),
                 ShardMsg::PresenceJoined {
@@ -797,6 +777,32 @@ impl Shard {
                     outcome,
                 },
             );
+        }
+        if first_local {
+            self.share_presence_change(
+                app,
+                &channel,
+                &member.user_id,
+                &member.user_id_json,
+                member.user_info_json.as_deref(),
+                true,
+            );
+        }
+        if first_socket {
+            self.emit_webhook(
+                app,
+                WebhookEvent::MemberAdded {
+                    channel: channel.to_string(),
+                    user_id: member.user_id.clone(),
+                },
+            );
+            let text = outbound::member_added(
+                &channel,
+                &member.user_id_json,
+                member.user_info_json.as_deref(),
+            );
+            self.publish_frame(app, channel, shared_text_frame(&text), Some(socket))
+                .await;
         }
     }
 

@@ -104,6 +104,7 @@ pub fn run(args: &ConnectionsArgs) -> Result<Report, String> {
                     channels: (0..k)
                         .map(|j| format!("{prefix}{}", (i + j) % pool_size))
                         .collect(),
+                    channel_data: None,
                 })
                 .collect();
             Pool::new(

@@ -500,6 +500,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
             .map(|&i| ConnSpec {
                 source: plan.target.source_ip(i, common.source_ips),
                 channels: vec![plan.channels[plan.channel_of[i] as usize].clone()],
+                channel_data: None,
             })
             .collect();
         let pool = Pool::new(
@@ -537,6 +538,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
             .map(|i| ConnSpec {
                 source: plan.target.source_ip(n + i, common.source_ips),
                 channels: vec![plan.channels[0].clone()],
+                channel_data: None,
             })
             .collect();
         let pool = Pool::new(plan.target.clone(), &common.key, &common.secret, specs, 16)
@@ -565,6 +567,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
                 .map(|i| ConnSpec {
                     source: plan.target.source_ip(n + senders + i, common.source_ips),
                     channels: vec![plan.channels[0].clone()],
+                    channel_data: None,
                 })
                 .collect();
             let pool = Pool::new(

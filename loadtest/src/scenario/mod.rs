@@ -6,6 +6,7 @@ pub mod connections;
 pub mod delivery;
 pub mod fanout;
 pub mod idle;
+pub mod presence;
 
 use crate::cli::Common;
 use crate::client::{ConnSpec, Pool, Target};
@@ -32,6 +33,7 @@ pub fn pool_for(
         .map(|&i| ConnSpec {
             source: target.source_ip(i, common.source_ips),
             channels: vec![channel_of(i)],
+            channel_data: None,
         })
         .collect();
     Pool::new(
