@@ -131,6 +131,19 @@ pub struct FanoutArgs {
     /// with `taskset -c`).
     #[arg(long)]
     pub raw_cpu: Option<usize>,
+    /// `raw-fanout` only: how the raw server writes the fan-out (`io-uring`: one SEND SQE per
+    /// socket and message; `epoll`: one `send(2)` per socket and message).
+    #[arg(long, value_enum, default_value_t = RawEngine::IoUring)]
+    pub raw_engine: RawEngine,
+}
+
+/// The raw server's fan-out write path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RawEngine {
+    /// `send(2)` per socket from the epoll loop.
+    Epoll,
+    /// io_uring SEND SQEs, submitted in batches.
+    IoUring,
 }
 
 /// Options of `churn`.

@@ -3,14 +3,27 @@
 //! WebSocket upgrade, `pusher:connection_established` and the subscription with canned frames,
 //! then at each scheduled time frames one message **once** and writes that frame to every socket.
 //! Its CPU time is read from `/proc/self/task/TID/schedstat`.
+//!
+//! The fan-out writes go through one of two engines ([`RawEngine`]): `epoll`, one `send(2)` per
+//! socket from the loop (a short write leaves the rest in the socket's `tx`, flushed on
+//! `EPOLLOUT`); or `io-uring` (the default), one io_uring SEND SQE per socket pointing into the
+//! same framed buffer, submitted in batches of up to the ring size, at most one SEND in flight
+//! per socket (a short write resubmits the remainder; later frames wait in the socket's queue;
+//! `EAGAIN` waits for the socket's next `EPOLLOUT`). Completions that the kernel posts later
+//! (a send that had to wait for room) wake the loop through an eventfd registered for
+//! asynchronous completions only.
 
+use crate::cli::RawEngine;
 use crate::procfs;
 use crate::runtime::{Control, Phase};
 use crate::scenario::delivery::{payload, Shared, EVENT};
 use crate::ws;
+use io_uring::{opcode, types, IoUring};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
@@ -20,6 +33,11 @@ use std::time::{Duration, Instant};
 const ACCEPT: &str = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=";
 /// Token of the listener in epoll.
 const LISTENER: u64 = u64::MAX;
+/// Token of the io_uring completion eventfd in epoll.
+const EVENTFD: u64 = u64::MAX - 1;
+/// Submission queue entries of the io_uring engine (the completion queue is twice that; the
+/// ring's memory stays far below an 8 MiB `RLIMIT_MEMLOCK`).
+const RING_ENTRIES: u32 = 1024;
 
 /// A running raw server.
 #[derive(Debug)]
@@ -38,6 +56,7 @@ impl RawServer {
         channel: String,
         cell: Arc<OnceLock<(Arc<Control>, Arc<Shared>)>>,
         cpu: Option<usize>,
+        engine: RawEngine,
     ) -> io::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
@@ -51,7 +70,7 @@ impl RawServer {
                     pin_to(cpu);
                 }
                 tid_out.store(procfs::gettid(), Ordering::Release);
-                if let Err(e) = serve(listener, &channel, &cell) {
+                if let Err(e) = serve(listener, &channel, &cell, engine) {
                     eprintln!("warren-loadtest: raw server: {e}");
                 }
             })?;
@@ -95,7 +114,224 @@ struct Conn {
     fd: OwnedFd,
     state: State,
     rx: Vec<u8>,
+    /// Bytes not yet written by the epoll path (set-up, and the fan-out with `epoll`).
     tx: Vec<u8>,
+    /// io_uring: frames still to send, the first from its offset (the pending tail).
+    out: VecDeque<(Rc<[u8]>, usize)>,
+    /// io_uring: a SEND of `out`'s front is in flight.
+    busy: bool,
+    /// io_uring: the socket is in the engine's ready list.
+    listed: bool,
+    /// io_uring: the last SEND got `EAGAIN`; wait for `EPOLLOUT`.
+    blocked: bool,
+}
+
+/// Lists the socket as ready for a SEND, unless it has one in flight, is listed or blocked, or
+/// has nothing to send.
+fn make_ready(ready: &mut VecDeque<usize>, conn: &mut Conn, i: usize) {
+    if !conn.busy && !conn.listed && !conn.blocked && !conn.out.is_empty() {
+        conn.listed = true;
+        ready.push_back(i);
+    }
+}
+
+/// The io_uring fan-out engine.
+struct Uring {
+    ring: IoUring,
+    /// The most SENDs in flight at once (the completion queue's size, so that it never
+    /// overflows).
+    cap: usize,
+    inflight: usize,
+    /// Sockets with something in `out` and no SEND in flight, in order.
+    ready: VecDeque<usize>,
+    /// Sockets waiting for room after `EAGAIN`.
+    blocked: usize,
+    eventfd: OwnedFd,
+}
+
+impl Uring {
+    fn new(epoll: i32) -> io::Result<Self> {
+        let ring = IoUring::new(RING_ENTRIES)?;
+        // SAFETY: no preconditions; checked.
+        let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if efd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh descriptor we own.
+        let eventfd = unsafe { OwnedFd::from_raw_fd(efd) };
+        ring.submitter().register_eventfd_async(efd)?;
+        epoll_add(epoll, efd, EVENTFD)?;
+        let cap = ring.params().cq_entries() as usize;
+        Ok(Self {
+            ring,
+            cap,
+            inflight: 0,
+            ready: VecDeque::new(),
+            blocked: 0,
+            eventfd,
+        })
+    }
+
+    /// Queues `frame` on every open socket and sends what can be sent now.
+    fn fanout(&mut self, conns: &mut [Conn], frame: Vec<u8>) -> io::Result<()> {
+        let frame: Rc<[u8]> = frame.into();
+        for (i, conn) in conns.iter_mut().enumerate() {
+            if conn.state != State::Open {
+                continue;
+            }
+            if !conn.tx.is_empty() {
+                // Set-up output still queued goes first.
+                let tx = std::mem::take(&mut conn.tx);
+                conn.out.push_back((tx.into(), 0));
+            }
+            conn.out.push_back((frame.clone(), 0));
+            make_ready(&mut self.ready, conn, i);
+        }
+        self.pump(conns)
+    }
+
+    /// The socket may have room again (`EPOLLOUT`, or the periodic retry).
+    fn unblock(&mut self, conn: &mut Conn, i: usize) {
+        if conn.blocked {
+            conn.blocked = false;
+            self.blocked -= 1;
+            if conn.state == State::Open {
+                make_ready(&mut self.ready, conn, i);
+            } else {
+                conn.out.clear();
+            }
+        }
+    }
+
+    /// Submits a SEND for every ready socket (batches of up to the ring size, never more than
+    /// `cap` in flight) and reaps completions, until no socket is ready.
+    fn pump(&mut self, conns: &mut [Conn]) -> io::Result<()> {
+        loop {
+            self.reap(conns);
+            let queued = self.fill(conns);
+            if self.ready.is_empty() {
+                if queued > 0 {
+                    self.submit(0)?;
+                    self.reap(conns);
+                }
+                if self.ready.is_empty() {
+                    return Ok(());
+                }
+                continue;
+            }
+            // More to send: the queue is full, or `cap` SENDs are in flight.
+            self.submit(usize::from(self.inflight >= self.cap))?;
+        }
+    }
+
+    fn submit(&mut self, want: usize) -> io::Result<()> {
+        loop {
+            match self.ring.submit_and_wait(want) {
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Pushes SENDs for ready sockets while the submission queue has room; returns how many.
+    fn fill(&mut self, conns: &mut [Conn]) -> usize {
+        let mut queued = 0;
+        let mut sq = self.ring.submission();
+        while self.inflight < self.cap && !sq.is_full() {
+            let Some(i) = self.ready.pop_front() else {
+                break;
+            };
+            let conn = &mut conns[i];
+            conn.listed = false;
+            if conn.state != State::Open {
+                conn.out.clear();
+                continue;
+            }
+            let Some((buf, off)) = conn.out.front() else {
+                continue;
+            };
+            let data = &buf[*off..];
+            let sqe = opcode::Send::new(
+                types::Fd(conn.fd.as_raw_fd()),
+                data.as_ptr(),
+                data.len() as u32,
+            )
+            .flags(libc::MSG_NOSIGNAL)
+            .build()
+            .user_data(i as u64);
+            // SAFETY: the buffer is an `Rc` held in `conn.out` until this SEND's completion is
+            // reaped (`busy`), and the descriptor stays open as long as the server runs.
+            unsafe { sq.push(&sqe) }.expect("the submission queue has room");
+            conn.busy = true;
+            self.inflight += 1;
+            queued += 1;
+        }
+        queued
+    }
+
+    /// Takes the completions there are: advances each socket's tail, queues the rest.
+    fn reap(&mut self, conns: &mut [Conn]) {
+        for cqe in self.ring.completion() {
+            let i = cqe.user_data() as usize;
+            let res = cqe.result();
+            self.inflight -= 1;
+            let conn = &mut conns[i];
+            conn.busy = false;
+            if res >= 0 {
+                if let Some((buf, off)) = conn.out.front_mut() {
+                    *off += res as usize;
+                    if *off >= buf.len() {
+                        conn.out.pop_front();
+                    }
+                }
+            } else if res == -libc::EAGAIN {
+                conn.blocked = true;
+                self.blocked += 1;
+                continue;
+            } else if res != -libc::EINTR {
+                conn.state = State::Closed;
+                // SAFETY: a valid descriptor.
+                unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
+            }
+            if conn.state == State::Open {
+                make_ready(&mut self.ready, conn, i);
+            } else {
+                conn.out.clear();
+            }
+        }
+    }
+
+    /// Drains the completion eventfd.
+    fn drain_eventfd(&self) {
+        let mut n = 0u64;
+        // SAFETY: reads 8 bytes into `n`.
+        unsafe { libc::read(self.eventfd.as_raw_fd(), (&mut n as *mut u64).cast(), 8) };
+    }
+
+    /// At the end: shuts down the sockets with a SEND in flight and waits (2 s at most) for the
+    /// completions, so that no SEND outlives its buffer. Returns false if some did not come.
+    fn finish(&mut self, conns: &mut [Conn]) -> bool {
+        for conn in conns.iter().filter(|c| c.busy) {
+            // SAFETY: a valid descriptor.
+            unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            for conn in conns.iter_mut() {
+                conn.state = State::Closed;
+            }
+            self.reap(conns);
+            if self.inflight == 0 {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            let _ = self.submit(0);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// A server text frame (unmasked) with `text`.
@@ -180,6 +416,7 @@ fn serve(
     listener: TcpListener,
     channel: &str,
     cell: &OnceLock<(Arc<Control>, Arc<Shared>)>,
+    engine: RawEngine,
 ) -> io::Result<()> {
     let (control, shared) = loop {
         if let Some(v) = cell.get() {
@@ -193,9 +430,14 @@ fn serve(
         return Err(io::Error::last_os_error());
     }
     // SAFETY: a fresh descriptor we own.
-    let epoll_fd: OwnedFd = unsafe { std::os::fd::FromRawFd::from_raw_fd(epoll) };
+    let epoll_fd: OwnedFd = unsafe { OwnedFd::from_raw_fd(epoll) };
     epoll_add(epoll, listener.as_raw_fd(), LISTENER)?;
     let mut conns: Vec<Conn> = Vec::new();
+    let mut uring = match engine {
+        RawEngine::IoUring => Some(Uring::new(epoll)?),
+        RawEngine::Epoll => None,
+    };
+    let mut last_retry = Instant::now();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 1024];
     let mut next = 0u64;
     let mut socket_id = 0u64;
@@ -211,6 +453,15 @@ fn serve(
     loop {
         let phase = control.phase();
         if phase == Phase::Stop {
+            if let Some(uring) = uring.as_mut() {
+                if !uring.finish(&mut conns) {
+                    // A SEND may still read its buffer: keep the buffers alive.
+                    eprintln!(
+                        "warren-loadtest: raw server: io_uring sends still in flight at the end"
+                    );
+                    std::mem::forget(conns);
+                }
+            }
             break;
         }
         let mut timeout = Duration::from_millis(2);
@@ -227,9 +478,13 @@ fn serve(
                 let text = serde_json::json!({"event": EVENT, "channel": channel, "data": data})
                     .to_string();
                 let bytes = frame(&text);
-                for conn in conns.iter_mut().filter(|c| c.state == State::Open) {
-                    if write(conn, &bytes).is_err() {
-                        conn.state = State::Closed;
+                if let Some(uring) = uring.as_mut() {
+                    uring.fanout(&mut conns, bytes)?;
+                } else {
+                    for conn in conns.iter_mut().filter(|c| c.state == State::Open) {
+                        if write(conn, &bytes).is_err() {
+                            conn.state = State::Closed;
+                        }
                     }
                 }
                 shared.count_sent(0, &control);
@@ -264,6 +519,10 @@ fn serve(
                                 state: State::Request,
                                 rx: Vec::new(),
                                 tx: Vec::new(),
+                                out: VecDeque::new(),
+                                busy: false,
+                                listed: false,
+                                blocked: false,
                             });
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -276,7 +535,16 @@ fn serve(
                 }
                 continue;
             }
+            if token == EVENTFD {
+                if let Some(uring) = uring.as_ref() {
+                    uring.drain_eventfd();
+                }
+                continue;
+            }
             let conn = &mut conns[token as usize];
+            if let Some(uring) = uring.as_mut() {
+                uring.unblock(conn, token as usize);
+            }
             if conn.state == State::Closed {
                 continue;
             }
@@ -287,6 +555,17 @@ fn serve(
                 // SAFETY: a valid descriptor.
                 unsafe { libc::shutdown(conn.fd.as_raw_fd(), libc::SHUT_RDWR) };
             }
+        }
+        if let Some(uring) = uring.as_mut() {
+            // A missed `EPOLLOUT` must not strand a socket: retry the blocked ones now and then.
+            if uring.blocked > 0 && last_retry.elapsed() >= Duration::from_millis(100) {
+                last_retry = Instant::now();
+                for (i, conn) in conns.iter_mut().enumerate() {
+                    uring.unblock(conn, i);
+                }
+            }
+            // Completions posted meanwhile, and sockets that have room again.
+            uring.pump(&mut conns)?;
         }
     }
     Ok(())

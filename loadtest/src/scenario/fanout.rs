@@ -2,7 +2,7 @@
 
 use super::delivery::{self, Plan, Probe, Publisher};
 use crate::api::ApiTarget;
-use crate::cli::{ChannelsArgs, ChurnArgs, FanoutArgs, Via};
+use crate::cli::{ChannelsArgs, ChurnArgs, FanoutArgs, RawEngine, Via};
 use crate::client::Target;
 use crate::rawserver::RawServer;
 use crate::report::Report;
@@ -89,7 +89,7 @@ pub fn raw_fanout(args: &FanoutArgs) -> Result<Report, String> {
         ));
     }
     let cell = Arc::new(OnceLock::new());
-    let server = RawServer::start(channel.clone(), cell.clone(), args.raw_cpu)
+    let server = RawServer::start(channel.clone(), cell.clone(), args.raw_cpu, args.raw_engine)
         .map_err(|e| format!("cannot start the raw server: {e}"))?;
     let mut common = args.common.clone();
     common.url = format!("ws://{}", server.addr);
@@ -111,7 +111,11 @@ pub fn raw_fanout(args: &FanoutArgs) -> Result<Report, String> {
         server.join();
     }
     let mut report = result?;
-    report.target = "harness raw server (1 thread, epoll)".into();
+    report.target = match args.raw_engine {
+        RawEngine::Epoll => "harness raw server (1 thread, epoll)",
+        RawEngine::IoUring => "harness raw server (1 thread, epoll set-up, io_uring fan-out)",
+    }
+    .into();
     report
         .notes
         .push("server_* figures are the raw server thread's (/proc/self/task/TID)".into());

@@ -367,6 +367,13 @@ impl Behaviour for Thread {
     type Output = Output;
 
     fn on_message(&mut self, id: ConnId, text: &[u8]) {
+        // The run is over and connections are closing: every thread closes its own when it sees
+        // the stop phase, so a thread still polling gets `member_removed` for the steady members
+        // of threads that closed first. Those belong to the harness's teardown, not to the run:
+        // counting them would empty the views of the members of whichever thread stops last.
+        if self.control.phase() == Phase::Stop {
+            return;
+        }
         let Ok(msg) = ServerMessage::parse(text) else {
             self.foreign += 1;
             return;
