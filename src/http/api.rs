@@ -110,12 +110,13 @@ fn unix_now() -> u64 {
 
 /// Answers one REST API request.
 pub async fn handle(shard: &Shard, head: &RequestHead, body: &[u8]) -> Response {
-    let response = match handle_inner(shard, head, body).await {
+    let parsed = parse_path(&head.path);
+    let route_name = parsed.as_ref().map_or("unknown", |(_, route)| route.name());
+    let response = match handle_inner(shard, head, body, parsed).await {
         Ok(response) => response,
         Err(error) => Response::text(error.status, &error.message),
     };
-    let route = parse_path(&head.path).map_or("unknown", |(_, route)| route.name());
-    crate::metrics::with(|m| m.http_request(route, response.status));
+    crate::metrics::with(|m| m.http_request(route_name, response.status));
     response
 }
 
@@ -123,8 +124,9 @@ async fn handle_inner(
     shard: &Shard,
     head: &RequestHead,
     body: &[u8],
+    parsed: Option<(Option<String>, Route)>,
 ) -> Result<Response, ApiError> {
-    let (app_id, route) = parse_path(&head.path).ok_or_else(|| ApiError::new(404, "Not found"))?;
+    let (app_id, route) = parsed.ok_or_else(|| ApiError::new(404, "Not found"))?;
     if head.method != route.method() {
         return Err(ApiError::new(
             405,
