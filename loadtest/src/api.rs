@@ -5,7 +5,7 @@ use hmac::{Hmac, Mac};
 use md5::{Digest, Md5};
 use sha2::Sha256;
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Where the API is and how to sign for it.
@@ -32,27 +32,11 @@ impl ApiTarget {
             Some(a) => a.to_string(),
             None => ws_url.replacen("ws://", "http://", 1),
         };
-        let rest = url
-            .strip_prefix("http://")
-            .ok_or_else(|| format!("unsupported API URL {url:?}: only http:// is supported"))?;
-        let (host, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let with_port = if host.contains(':') {
-            host.to_string()
-        } else {
-            format!("{host}:80")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        let endpoint = crate::endpoint::Endpoint::parse(&url, "http")?;
         Ok(Self {
-            addr,
-            host: host.to_string(),
-            prefix: prefix.to_string(),
+            addr: endpoint.addr,
+            host: endpoint.host,
+            prefix: endpoint.prefix,
             app_id: app_id.to_string(),
             key: key.to_string(),
             secret: secret.to_string(),

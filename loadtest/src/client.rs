@@ -12,7 +12,7 @@ use crate::ws::{self, opcode, UpgradeResponse};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -33,26 +33,11 @@ pub struct Target {
 impl Target {
     /// Builds the target for app `key` from a `ws://host:port[/prefix]` URL.
     pub fn new(url: &str, key: &str) -> Result<Self, String> {
-        let rest = url
-            .strip_prefix("ws://")
-            .ok_or_else(|| format!("unsupported URL {url:?}: only ws:// is supported"))?;
-        let (host, prefix) = match rest.find('/') {
-            Some(i) => (&rest[..i], rest[i..].trim_end_matches('/')),
-            None => (rest, ""),
-        };
-        let with_port = if host.contains(':') {
-            host.to_string()
-        } else {
-            format!("{host}:80")
-        };
-        let addr = with_port
-            .to_socket_addrs()
-            .map_err(|e| format!("cannot resolve {host}: {e}"))?
-            .next()
-            .ok_or_else(|| format!("{host} resolves to no address"))?;
+        let endpoint = crate::endpoint::Endpoint::parse(url, "ws")?;
+        let prefix = endpoint.prefix.as_str();
         Ok(Self {
-            addr,
-            host: host.to_string(),
+            addr: endpoint.addr,
+            host: endpoint.host.clone(),
             path: format!(
                 "{prefix}/app/{key}?protocol=7&client=warren-loadtest&version={}",
                 env!("CARGO_PKG_VERSION")

@@ -5,6 +5,7 @@
 mod api;
 mod cli;
 mod client;
+mod endpoint;
 mod procfs;
 mod protocol;
 mod rawserver;
