@@ -4,34 +4,18 @@ Pusher SDK pointed at it, and WebSocket subscribers closed after each test."""
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from ws_client import PusherSocket
 
-from support import APP, sdk
+from support import APP, free_port, healthy, sdk
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as res:
-            return res.status == 200
-    except OSError:
-        return False
 
 
 class Server:
@@ -51,7 +35,7 @@ def server():
     binary = Path(os.environ.get("WARREN_BIN", REPO_ROOT / "target" / "debug" / "warren"))
     if not os.access(binary, os.X_OK):
         pytest.fail(f"no executable at {binary}: build it with `cargo build` or set WARREN_BIN")
-    port = _free_port()
+    port = free_port()
     log = tempfile.TemporaryFile()
     process = subprocess.Popen(
         [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--shards", "2"],
@@ -62,7 +46,7 @@ def server():
     )
     srv = Server(port, process, log)
     deadline = time.monotonic() + 10
-    while not _healthy(port):
+    while not healthy(port):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"warren did not become healthy on port {port}:\n{srv.output()}")

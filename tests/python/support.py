@@ -1,7 +1,9 @@
 """Shared bits of the Python end-to-end tests."""
 
 import os
+import socket
 import time
+import urllib.request
 
 import pusher
 
@@ -31,3 +33,19 @@ def eventually(fn, expected, timeout=5.0):
             assert value == expected
             return value
         time.sleep(0.02)
+
+
+def free_port():
+    """A loopback port nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def healthy(port):
+    """Whether a server on `port` answers GET /health with 200."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as res:
+            return res.status == 200
+    except OSError:
+        return False

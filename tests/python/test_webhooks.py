@@ -8,36 +8,20 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
 import time
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
-from support import APP, sdk, unique
+from support import APP, free_port, healthy, sdk, unique
 from ws_client import PusherSocket
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CUSTOM_HEADER = ("X-Custom", "py")
-
-
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _healthy(port):
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1) as res:
-            return res.status == 200
-    except OSError:
-        return False
 
 
 class Receiver:
@@ -118,7 +102,7 @@ secret = {json.dumps(APP["secret"])}
 webhooks = [{{ url = {json.dumps(receiver.url)}, headers = {{ {json.dumps(CUSTOM_HEADER[0])} = {json.dumps(CUSTOM_HEADER[1])} }} }}]
 """
         )
-        self.port = _free_port()
+        self.port = free_port()
         self.log = tempfile.TemporaryFile()
         self.process = subprocess.Popen(
             [str(binary), "--port", str(self.port), "--bind", "127.0.0.1", "--shards", "2", "--config", str(config)],
@@ -128,7 +112,7 @@ webhooks = [{{ url = {json.dumps(receiver.url)}, headers = {{ {json.dumps(CUSTOM
             env={**os.environ, "WARREN_LOG": os.environ.get("WARREN_LOG", "info")},
         )
         deadline = time.monotonic() + 10
-        while not _healthy(self.port):
+        while not healthy(self.port):
             if self.process.poll() is not None or time.monotonic() > deadline:
                 self.stop()
                 pytest.fail(f"warren did not become healthy on port {self.port}:\n{self.output()}")
