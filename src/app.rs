@@ -172,9 +172,10 @@ impl AppRegistry {
         self.by_id.get(id).map(|&i| &self.apps[i as usize])
     }
 
-    /// The app at this registry index.
-    pub fn by_index(&self, index: u32) -> &Arc<App> {
-        &self.apps[index as usize]
+    /// The app at this registry index; `None` for an index this registry has not seen (a peer
+    /// shard that applied a newer reload may name one).
+    pub fn get(&self, index: u32) -> Option<&Arc<App>> {
+        self.apps.get(index as usize)
     }
 
     /// Every app slot, in configuration order (removed apps included: check `removed`).
@@ -225,7 +226,7 @@ mod tests {
             (one.index, one.secret(), one.connection_count()),
             (0, "rotated", 1)
         );
-        assert!(reloaded.by_key("k2").is_none() && reloaded.by_index(1).removed);
+        assert!(reloaded.by_key("k2").is_none() && reloaded.get(1).unwrap().removed);
         assert_eq!(reloaded.by_key("k3").unwrap().index, 2);
         assert_eq!(reloaded.len(), 3);
     }
@@ -234,10 +235,13 @@ mod tests {
     fn backend_event_limit_counts_per_second() {
         let mut config = Config::embedded_default();
         let registry = AppRegistry::new(&config);
-        assert!(registry.by_index(0).try_accept_backend_events(1_000_000, 5));
+        assert!(registry
+            .get(0)
+            .unwrap()
+            .try_accept_backend_events(1_000_000, 5));
         config.apps[0].max_backend_events_per_second = Some(10);
         let registry = AppRegistry::new(&config);
-        let app = registry.by_index(0);
+        let app = registry.get(0).unwrap();
         assert!(app.try_accept_backend_events(6, 100));
         assert!(!app.try_accept_backend_events(5, 100));
         assert!(app.try_accept_backend_events(4, 100));

@@ -176,6 +176,15 @@ pub struct ServerConfig {
     pub io_memory_kib: usize,
     /// Proxies (e.g. nginx) whose `X-Real-IP` / `X-Forwarded-For` name the client in logs.
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// Milliseconds a question to every shard of the node waits for the answers; a shard that
+    /// does not answer in time makes the answer partial (the HTTP API then says 503).
+    pub gather_timeout_ms: u64,
+    /// Most channels one connection may be subscribed to; beyond it a subscribe is refused with
+    /// `pusher:subscription_error` (`LimitReached`).
+    pub max_channels_per_connection: usize,
+    /// Deliveries each shard may hold waiting to be written (its fan-out queue); at the bound,
+    /// HTTP publishes are answered 429 and peers' deliveries wait (see docs/architecture.md).
+    pub fanout_queue_jobs: usize,
 }
 
 impl Default for ServerConfig {
@@ -194,6 +203,9 @@ impl Default for ServerConfig {
             listen_backlog: 4096,
             io_memory_kib: 64,
             trusted_proxies: Vec::new(),
+            gather_timeout_ms: 2000,
+            max_channels_per_connection: 1000,
+            fanout_queue_jobs: 4096,
         }
     }
 }
@@ -449,6 +461,12 @@ impl ServerConfig {
             ("handshake_timeout", self.handshake_timeout as usize),
             ("listen_backlog", self.listen_backlog.max(0) as usize),
             ("io_memory_kib", self.io_memory_kib),
+            ("gather_timeout_ms", self.gather_timeout_ms as usize),
+            (
+                "max_channels_per_connection",
+                self.max_channels_per_connection,
+            ),
+            ("fanout_queue_jobs", self.fanout_queue_jobs),
         ];
         for (name, value) in positive {
             if value == 0 {

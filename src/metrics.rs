@@ -20,6 +20,7 @@ pub struct ShardMetrics {
     client_events_rejected: RefCell<BTreeMap<&'static str, u64>>,
     http_requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
     send_queue_overflows: Cell<u64>,
+    runtime_events: RefCell<BTreeMap<&'static str, u64>>,
     latency_buckets: RefCell<[u64; LATENCY_BUCKETS.len()]>,
     latency_count: Cell<u64>,
     latency_sum: Cell<f64>,
@@ -99,6 +100,22 @@ impl ShardMetrics {
             .set(self.send_queue_overflows.get() + 1);
     }
 
+    /// Something happened at one of the shard runtime's bounds (see `runtime_event` names in
+    /// docs/architecture.md, "Queues and their bounds").
+    pub fn runtime_event(&self, event: &'static str) {
+        *self.runtime_events.borrow_mut().entry(event).or_default() += 1;
+    }
+
+    /// An answer to a scatter-gather question came after its deadline and was dropped.
+    pub fn late_reply(&self) {
+        self.runtime_event("late_reply");
+    }
+
+    /// A scatter-gather question timed out with answers missing.
+    pub fn gather_timeout(&self) {
+        self.runtime_event("gather_timeout");
+    }
+
     /// A publish reached this shard's sockets `seconds` after it was made.
     pub fn publish_latency(&self, seconds: f64) {
         let mut buckets = self.latency_buckets.borrow_mut();
@@ -131,6 +148,12 @@ impl ShardMetrics {
                 .map(|((r, s), v)| ((r.to_string(), *s), *v))
                 .collect(),
             send_queue_overflows: self.send_queue_overflows.get(),
+            runtime_events: self
+                .runtime_events
+                .borrow()
+                .iter()
+                .map(|(k, v)| (k.to_string(), *v))
+                .collect(),
             latency_buckets: self.latency_buckets.borrow().to_vec(),
             latency_count: self.latency_count.get(),
             latency_sum: self.latency_sum.get(),
@@ -166,6 +189,8 @@ pub struct Snapshot {
     pub http_requests: BTreeMap<(String, u16), u64>,
     /// Send-queue overflows.
     pub send_queue_overflows: u64,
+    /// Events at the runtime's bounds (mesh outbox full, fan-out queue full, gather timeouts…).
+    pub runtime_events: BTreeMap<String, u64>,
     /// Cumulative histogram buckets of publish-to-write latency.
     pub latency_buckets: Vec<u64>,
     /// Observations in the histogram.
@@ -196,6 +221,9 @@ impl Snapshot {
             *self.http_requests.entry(key).or_default() += n;
         }
         self.send_queue_overflows += other.send_queue_overflows;
+        for (event, n) in other.runtime_events {
+            *self.runtime_events.entry(event).or_default() += n;
+        }
         if self.latency_buckets.len() < other.latency_buckets.len() {
             self.latency_buckets.resize(other.latency_buckets.len(), 0);
         }
@@ -356,6 +384,15 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
         "warren_send_queue_overflows_total {}",
         snapshot.send_queue_overflows
     );
+    metric(
+        &mut out,
+        "warren_runtime_events_total",
+        "counter",
+        "Events at the shard runtime's bounds: mesh_outbox_full, fanout_queue_full, gather_timeout, late_reply.",
+    );
+    for (event, n) in &snapshot.runtime_events {
+        let _ = writeln!(out, "warren_runtime_events_total{{event=\"{event}\"}} {n}");
+    }
     metric(
         &mut out,
         "warren_publish_to_write_seconds",

@@ -5,7 +5,8 @@
 use crate::app::AppRegistry;
 use crate::cluster::link::Link;
 use crate::config::Config;
-use crate::shard::{self, mesh, ProcessState, ShardSetup};
+use crate::runtime::{self, ShardSetup};
+use crate::shard::{mesh, ProcessState};
 use crate::webhooks::Webhooks;
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Socket, Type};
@@ -195,7 +196,7 @@ fn spawn_shard(
                 match builder.make() {
                     Ok(executor) => {
                         let setup = setup.take().expect("the shard starts once");
-                        executor.run(shard::run(setup));
+                        executor.run(runtime::run(setup));
                         return;
                     }
                     Err(error) if attempt < 49 => {

@@ -49,6 +49,7 @@ impl<C: Clone> ChannelTable<C> {
 
     /// Adds `conn` (with per-shard id `id`) to `channel`; returns the local subscriber count after.
     pub fn subscribe(&mut self, app: u32, channel: &str, id: u64, conn: C) -> usize {
+        self.ensure_apps(app as usize + 1);
         let channels = &mut self.apps[app as usize];
         let entry = match channels.get_mut(channel) {
             Some(entry) => entry,
@@ -65,7 +66,9 @@ impl<C: Clone> ChannelTable<C> {
     /// Removes connection `id` from `channel`; returns the local subscriber count after (the
     /// channel is dropped from the table when it reaches 0).
     pub fn unsubscribe(&mut self, app: u32, channel: &str, id: u64) -> usize {
-        let channels = &mut self.apps[app as usize];
+        let Some(channels) = self.apps.get_mut(app as usize) else {
+            return 0;
+        };
         let Some(entry) = channels.get_mut(channel) else {
             return 0;
         };
@@ -77,15 +80,18 @@ impl<C: Clone> ChannelTable<C> {
         left
     }
 
-    /// The local subscribers of `channel`, if any.
+    /// The local subscribers of `channel`, if any (an app index this table has not seen yet has
+    /// none).
     pub fn get(&self, app: u32, channel: &str) -> Option<&LocalChannel<C>> {
-        self.apps[app as usize].get(channel)
+        self.apps.get(app as usize)?.get(channel)
     }
 
     /// The channels of `app` that have local subscribers.
     pub fn channels(&self, app: u32) -> impl Iterator<Item = (&str, &LocalChannel<C>)> {
-        self.apps[app as usize]
-            .iter()
+        self.apps
+            .get(app as usize)
+            .into_iter()
+            .flatten()
             .map(|(name, local)| (&**name, local))
     }
 
@@ -113,5 +119,15 @@ mod tests {
         assert!(table.get(0, "a").is_none());
         assert_eq!(table.channel_count(), 1);
         assert_eq!(table.unsubscribe(0, "nope", 1), 0);
+    }
+
+    #[test]
+    fn unknown_app_indices_are_empty_not_a_panic() {
+        let mut table: ChannelTable<&'static str> = ChannelTable::new(1);
+        assert!(table.get(5, "a").is_none());
+        assert_eq!(table.unsubscribe(5, "a", 1), 0);
+        assert_eq!(table.channels(5).count(), 0);
+        assert_eq!(table.subscribe(3, "a", 1, "c1"), 1);
+        assert_eq!(table.get(3, "a").unwrap().len(), 1);
     }
 }

@@ -3,14 +3,15 @@
 //! - [`link`]: the Redis connections, on two OS threads beside the shards.
 //! - [`envelope`]: what nodes say to each other.
 //! - [`registry`]: which nodes are alive, from what was last heard of them.
-//! - [`bridge`]: the task on shard 0 that receives the bus and keeps the registry.
+//!
+//! The task on shard 0 that receives the bus and keeps the registry is `runtime::bridge`; the
+//! shard's side is `shard::cluster_side`. Nothing here imports the shard.
 //!
 //! What each node keeps is its own: its sockets, its channel table, and a replica of the other
 //! nodes' presence members, built from their join/leave messages and snapshots. Counts that are
 //! not replicated (subscriptions, occupied channels) are asked for across the bus when the HTTP
 //! API needs them.
 
-pub mod bridge;
 pub mod envelope;
 pub mod link;
 pub mod registry;

@@ -1,11 +1,20 @@
-//! Plain HTTP requests on the WebSocket port: the Pusher REST API ([`api`]) under
-//! `/apps/{id}/...`, and the health and readiness probes.
+//! Plain HTTP on the WebSocket port: the request head ([`request`]), the keep-alive server loop
+//! ([`server`]), responses, and routing to the Pusher REST API ([`api`]) under `/apps/{id}/...`,
+//! the health and readiness probes and `/metrics`.
+//!
+//! This layer talks to the node only through the shard's query and publish functions, in the
+//! shard's own types; it never sees the cluster's wire types.
 
 pub mod api;
+mod channels;
 pub mod events;
+mod publish;
+pub mod request;
+pub mod server;
 
 use crate::shard::Shard;
-use crate::ws::handshake::RequestHead;
+use request::RequestHead;
+use std::time::{SystemTime, UNIX_EPOCH};
 
 /// A refused API request: its status and plain-text reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +40,13 @@ impl ApiError {
     }
 }
 
+/// Seconds since the Unix epoch.
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Largest request body accepted, in bytes; beyond it the answer is 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
@@ -41,6 +57,8 @@ pub struct Response {
     pub status: u16,
     /// `Content-Type` of the body.
     pub content_type: &'static str,
+    /// Headers beyond `Content-Type`, `Content-Length` and `Connection`.
+    pub headers: Vec<(&'static str, String)>,
     /// Body bytes.
     pub body: Vec<u8>,
 }
@@ -51,6 +69,7 @@ impl Response {
         Response {
             status,
             content_type: "text/plain; charset=utf-8",
+            headers: Vec::new(),
             body: body.as_bytes().to_vec(),
         }
     }
@@ -60,14 +79,26 @@ impl Response {
         Response {
             status,
             content_type: "application/json",
+            headers: Vec::new(),
             body: body.into_bytes(),
         }
     }
 
+    /// Adds a header.
+    pub fn with_header(mut self, name: &'static str, value: String) -> Response {
+        self.headers.push((name, value));
+        self
+    }
+
     /// The response as HTTP/1.1 bytes; `close` adds `Connection: close`.
     pub fn to_bytes(&self, close: bool) -> Vec<u8> {
+        let extra: String = self
+            .headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}{}\r\n",
             self.status,
             reason_phrase(self.status),
             self.content_type,
@@ -82,17 +113,12 @@ impl Response {
 
 /// `/metrics`: every shard's counters summed, in the Prometheus text format.
 async fn metrics(shard: &Shard) -> Response {
-    let mut total = crate::metrics::Snapshot::default();
-    for answer in shard.gather(crate::shard::query::Query::Metrics).await {
-        if let crate::shard::query::Answer::Metrics(snapshot) = answer {
-            total.merge(*snapshot);
-        }
-    }
-    total.shards.sort_by_key(|g| g.shard);
+    let total = shard.metrics_snapshot().await;
     let text = crate::metrics::render(&total, &shard.process_facts());
     Response {
         status: 200,
         content_type: "text/plain; version=0.0.4",
+        headers: Vec::new(),
         body: text.into_bytes(),
     }
 }

@@ -36,3 +36,7 @@ pub const WS_INVALID_PAYLOAD: u16 = 1007;
 pub const WS_PROTOCOL_ERROR: u16 = 1002;
 /// RFC 6455: message too big.
 pub const WS_MESSAGE_TOO_BIG: u16 = 1009;
+
+/// The `status` of a `pusher:subscription_error` for a refused signature (`AuthError`), as the
+/// HTTP status an auth endpoint would answer (soketi's form; Laravel Echo reads it).
+pub const SUBSCRIPTION_AUTH_STATUS: u16 = 401;

@@ -1,17 +1,29 @@
 //! The shard mesh: one bounded single-producer single-consumer channel for every ordered pair of
 //! shards, created on the main thread and moved (never cloned) into the shards.
 //!
-//! Senders never block the code that produces a message: each shard pushes into an unbounded
-//! local outbox per peer, and a pump task moves the outbox into the bounded channel, awaiting
-//! when the peer is behind. Order between two shards is preserved.
+//! Senders never block the code that produces a message: each shard pushes into a bounded local
+//! outbox per peer, and a pump task moves the outbox into the bounded channel, awaiting when the
+//! peer is behind. Order between two shards is preserved.
+//!
+//! At the outbox's bound ([`OUTBOX_CAPACITY`] messages: a peer that has stopped reading for a
+//! long while) the newest message is dropped, counted as
+//! `warren_runtime_events_total{event="mesh_outbox_full"}` and logged (at most once a second).
+//! Producers that can wait or refuse — HTTP publishes — check [`Mesh::has_room`] first and answer
+//! 429 instead, so what is dropped is never an accepted publish.
 
-use super::ShardMsg;
+use super::msg::ShardMsg;
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::channels::shared_channel::{self, SharedReceiver, SharedSender};
 use std::rc::Rc;
 
 /// Capacity of each shard-to-shard channel, in messages.
 const CHANNEL_CAPACITY: usize = 4096;
+
+/// Capacity of each per-peer outbox, in messages.
+pub const OUTBOX_CAPACITY: usize = 65_536;
+
+/// Room an HTTP publish wants in every outbox before it is accepted.
+const PUBLISH_HEADROOM: usize = 4096;
 
 /// One shard's ends of the mesh, before the shard has started.
 pub struct MeshEnds {
@@ -44,6 +56,7 @@ pub fn build(shards: usize) -> Vec<MeshEnds> {
 /// The running mesh of one shard: an outbox per peer.
 pub struct Mesh {
     outboxes: Vec<Option<LocalSender<ShardMsg>>>,
+    last_drop_log: std::cell::Cell<Option<std::time::Instant>>,
 }
 
 impl Mesh {
@@ -73,16 +86,53 @@ impl Mesh {
             })
             .detach();
         }
-        Mesh { outboxes }
+        Mesh {
+            outboxes,
+            last_drop_log: std::cell::Cell::new(None),
+        }
     }
 
-    /// Queues `msg` for shard `peer` (never this shard itself).
+    /// Queues `msg` for shard `peer` (never this shard itself); at the outbox's bound the message
+    /// is dropped, counted and logged.
     pub fn send(&self, peer: usize, msg: ShardMsg) {
-        if let Some(Some(outbox)) = self.outboxes.get(peer) {
-            // An unbounded local channel only refuses when its receiver (the pump) is gone,
-            // which happens only while the shard is being torn down.
-            let _ = outbox.try_send(msg);
+        let Some(Some(outbox)) = self.outboxes.get(peer) else {
+            return;
+        };
+        if let Err(error) = outbox.try_send(msg) {
+            // Full, or the pump is gone (only while the shard is torn down).
+            crate::metrics::with(|m| m.runtime_event("mesh_outbox_full"));
+            self.log_drop(peer, &error);
         }
+    }
+
+    fn log_drop(&self, peer: usize, error: &glommio::GlommioError<ShardMsg>) {
+        let now = std::time::Instant::now();
+        let quiet = self
+            .last_drop_log
+            .get()
+            .is_some_and(|at| now.duration_since(at) < std::time::Duration::from_secs(1));
+        if !quiet {
+            self.last_drop_log.set(Some(now));
+            let kind = match error {
+                glommio::GlommioError::WouldBlock(glommio::ResourceType::Channel(msg)) => {
+                    msg.kind()
+                }
+                _ => "unknown",
+            };
+            tracing::error!(
+                peer,
+                kind,
+                "mesh outbox to a peer shard is full: message dropped"
+            );
+        }
+    }
+
+    /// Whether every peer's outbox has room for an HTTP publish's messages.
+    pub fn has_room(&self) -> bool {
+        self.outboxes
+            .iter()
+            .flatten()
+            .all(|o| o.len() + PUBLISH_HEADROOM <= OUTBOX_CAPACITY)
     }
 
     /// Shards other than this one.
@@ -95,7 +145,7 @@ impl Mesh {
 }
 
 fn spawn_pump(sender: SharedSender<ShardMsg>) -> LocalSender<ShardMsg> {
-    let (outbox, pending) = local_channel::new_unbounded();
+    let (outbox, pending) = local_channel::new_bounded(OUTBOX_CAPACITY);
     glommio::spawn_local(async move {
         let sender = sender.connect().await;
         while let Some(msg) = pending.recv().await {

@@ -3,19 +3,45 @@
 //! here runs for apps without webhook receivers.
 
 use super::{Shard, ShardMsg};
+use crate::channels::occupancy::Occupancy;
+use crate::channels::subscription_count::SubscriptionCounts;
 use crate::protocol::names::ChannelKind;
-use crate::webhooks::WebhookEvent;
+use crate::webhooks::{WebhookEvent, Webhooks};
+use std::cell::RefCell;
+use std::sync::Arc;
 use std::time::Instant;
+
+/// A shard's webhook state: where events go, and what the home shard counts for them.
+pub(super) struct WebhookSide {
+    sink: Option<Arc<Webhooks>>,
+    pub(super) occupancy: RefCell<Occupancy>,
+    subscription_counts: RefCell<SubscriptionCounts>,
+}
+
+impl WebhookSide {
+    pub(super) fn new(sink: Option<Arc<Webhooks>>) -> Self {
+        WebhookSide {
+            sink,
+            occupancy: RefCell::default(),
+            subscription_counts: RefCell::default(),
+        }
+    }
+
+    /// The webhook pipeline, when any app has receivers.
+    pub(super) fn sink(&self) -> Option<&Arc<Webhooks>> {
+        self.sink.as_ref()
+    }
+}
 
 impl Shard {
     /// Whether `app` has webhook receivers (so callers can skip building events).
     pub fn webhooks_enabled(&self, app: u32) -> bool {
-        self.webhooks.as_ref().is_some_and(|w| w.enabled(app))
+        self.webhooks.sink.as_ref().is_some_and(|w| w.enabled(app))
     }
 
     /// Reports a webhook event of `app` (nothing when the app has no webhooks).
     pub fn emit_webhook(&self, app: u32, event: WebhookEvent) {
-        if let Some(webhooks) = &self.webhooks {
+        if let Some(webhooks) = &self.webhooks.sink {
             webhooks.emit(app, event);
         }
     }
@@ -43,10 +69,8 @@ impl Shard {
     pub(super) fn subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
         let wanted = self.webhooks_enabled(app)
             && self
-                .apps()
-                .by_index(app)
-                .config
-                .enable_subscription_count_webhooks
+                .app(app)
+                .is_some_and(|a| a.config.enable_subscription_count_webhooks)
             && ChannelKind::of(channel) != ChannelKind::Presence;
         if !wanted {
             return;
@@ -66,6 +90,7 @@ impl Shard {
     pub(super) fn home_subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
         let now = Instant::now();
         let count = self
+            .webhooks
             .subscription_counts
             .borrow_mut()
             .change(app, channel, delta, now);
@@ -83,7 +108,11 @@ impl Shard {
 
     /// Sends the counts the 5-second throttle held back.
     pub(super) fn send_due_subscription_counts(&self) {
-        let due = self.subscription_counts.borrow_mut().due(self.now());
+        let due = self
+            .webhooks
+            .subscription_counts
+            .borrow_mut()
+            .due(self.now());
         for (app, channel, subscription_count) in due {
             let channel = channel.into();
             self.emit_webhook(
@@ -98,6 +127,7 @@ impl Shard {
 
     pub(super) fn home_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {
         let change = self
+            .webhooks
             .occupancy
             .borrow_mut()
             .shard_changed(app, channel, occupied);
@@ -115,5 +145,19 @@ impl Shard {
                 },
             );
         }
+    }
+
+    /// At a channel's home shard: another node's first subscriber came or its last left.
+    pub(super) fn remote_occupancy_changed(
+        &self,
+        node: &Arc<str>,
+        app: u32,
+        channel: &str,
+        occupied: bool,
+    ) {
+        self.webhooks
+            .occupancy
+            .borrow_mut()
+            .remote_changed(app, channel, node, occupied);
     }
 }

@@ -2,18 +2,45 @@
 //! with their signature checks, unsubscriptions, pings and client events. Every refusal is
 //! answered on the socket, which stays open.
 
-use super::{Connection, PresenceIdentity, Subscription};
+use crate::app::App;
 use crate::auth;
 use crate::protocol::codes;
 use crate::protocol::inbound::{self, ClientEvent, ClientMessage, Subscribe};
 use crate::protocol::names::{self, ChannelKind};
 use crate::protocol::outbound::{self, EventData};
 use crate::shard::Shard;
+use crate::socket::{Connection, PresenceIdentity, Subscription};
 use crate::webhooks::WebhookEvent;
 use std::rc::Rc;
 
+/// Why a subscription was refused: the `type` of the `pusher:subscription_error` and what the
+/// client is told.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SubscriptionRefusal {
+    /// A missing or wrong signature, or unusable `channel_data` (status 401).
+    Auth(String),
+    /// A limit of the app or the connection (status 4100).
+    Limit(String),
+    /// The channel name breaks the naming rules (status 4009).
+    InvalidChannel(String),
+}
+
+impl SubscriptionRefusal {
+    /// Sends the refusal for `channel` on `conn`.
+    fn send(self, conn: &Connection, channel: &str) {
+        let (kind, status, message) = match self {
+            SubscriptionRefusal::Auth(m) => ("AuthError", codes::SUBSCRIPTION_AUTH_STATUS, m),
+            SubscriptionRefusal::Limit(m) => ("LimitReached", codes::OVER_CAPACITY, m),
+            SubscriptionRefusal::InvalidChannel(m) => ("InvalidChannel", codes::UNAUTHORIZED, m),
+        };
+        conn.send_text(&outbound::subscription_error(
+            channel, kind, &message, status,
+        ));
+    }
+}
+
 /// Handles one text message from the client.
-pub async fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
+pub fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
     let message = match inbound::decode(text) {
         Ok(message) => message,
         Err(error) => return conn.send_error(None, &error.0),
@@ -21,9 +48,9 @@ pub async fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
     match message {
         ClientMessage::Ping => conn.send_text(outbound::PONG),
         ClientMessage::Pong => {}
-        ClientMessage::Subscribe(request) => subscribe(shard, conn, request).await,
-        ClientMessage::Unsubscribe { channel } => unsubscribe(shard, conn, &channel).await,
-        ClientMessage::ClientEvent(event) => client_event(shard, conn, event).await,
+        ClientMessage::Subscribe(request) => subscribe(shard, conn, request),
+        ClientMessage::Unsubscribe { channel } => unsubscribe(shard, conn, &channel),
+        ClientMessage::ClientEvent(event) => client_event(shard, conn, event),
         ClientMessage::Signin => conn.send_error(
             Some(codes::UNAUTHORIZED),
             "User sign-in (pusher:signin) is not supported by this server yet",
@@ -35,105 +62,111 @@ pub async fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
     }
 }
 
-async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>) {
+fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>) {
     let channel = request.channel.as_ref();
-    let app = shard.app(conn.app.index);
-    let app = &app.config;
-    let kind = match names::validate_channel_name(channel, app.max_channel_name_length) {
-        Ok(kind) => kind,
-        Err(invalid) => {
-            let message = invalid.message(channel, app.max_channel_name_length);
-            return conn.send_text(&outbound::subscription_error(
-                channel,
-                "InvalidChannel",
-                &message,
-                4009,
-            ));
-        }
+    let Some(app) = shard.app(conn.app.index) else {
+        return;
     };
     if conn.subscription(channel).is_some() {
         return conn.send_error(None, &format!("Existing subscription to channel {channel}"));
     }
-    if kind == ChannelKind::ServerToUser {
-        return auth_error(
-            conn,
-            channel,
-            "#server-to-user channels need user sign-in, which this server does not support yet",
-        );
-    }
-    if kind.needs_auth() {
-        if let Err(error) = check_signature(&shard.app(conn.app.index), conn, channel, &request) {
-            return auth_error(conn, channel, &error);
+    match check_subscription(shard, &app, conn, channel, &request) {
+        Ok(ChannelKind::Presence) => {
+            let channel_data = request.channel_data.as_deref().unwrap_or("");
+            if let Err(refusal) = join_presence(shard, &app, conn, channel, channel_data) {
+                refusal.send(conn, channel);
+            }
         }
+        Ok(_) => {
+            conn.add_subscription(Subscription {
+                channel: channel.into(),
+                presence: None,
+                active: true,
+            });
+            shard.add_local_subscriber(conn, channel);
+            conn.send_text(&outbound::subscription_succeeded(channel));
+        }
+        Err(refusal) => refusal.send(conn, channel),
     }
-    if kind == ChannelKind::Presence {
-        return join_presence(
-            shard,
-            conn,
-            channel,
-            request.channel_data.as_deref().unwrap_or(""),
-        )
-        .await;
-    }
-    conn.add_subscription(Subscription {
-        channel: channel.into(),
-        presence: None,
-        active: true,
-    });
-    shard.add_local_subscriber(conn, channel);
-    conn.send_text(&outbound::subscription_succeeded(channel));
 }
 
-fn check_signature(
-    app: &crate::app::App,
+/// Checks a subscribe request's channel name, the connection's channel limit and the
+/// signature; returns the channel's kind.
+fn check_subscription(
+    shard: &Shard,
+    app: &App,
     conn: &Connection,
     channel: &str,
     request: &Subscribe<'_>,
-) -> Result<(), String> {
+) -> Result<ChannelKind, SubscriptionRefusal> {
+    let max_length = app.config.max_channel_name_length;
+    let kind = names::validate_channel_name(channel, max_length).map_err(|invalid| {
+        SubscriptionRefusal::InvalidChannel(invalid.message(channel, max_length))
+    })?;
+    let max_channels = shard.config.server.max_channels_per_connection;
+    if conn.subscription_count() >= max_channels {
+        let message =
+            format!("This connection is subscribed to {max_channels} channels, the most allowed");
+        return Err(SubscriptionRefusal::Limit(message));
+    }
+    if kind == ChannelKind::ServerToUser {
+        let message =
+            "#server-to-user channels need user sign-in, which this server does not support yet";
+        return Err(SubscriptionRefusal::Auth(message.into()));
+    }
+    if kind.needs_auth() {
+        check_signature(app, conn, channel, request)?;
+    }
+    Ok(kind)
+}
+
+fn check_signature(
+    app: &App,
+    conn: &Connection,
+    channel: &str,
+    request: &Subscribe<'_>,
+) -> Result<(), SubscriptionRefusal> {
     let auth = request.auth.as_deref().unwrap_or("");
     if auth.is_empty() {
-        return Err(format!("Missing auth for channel {channel}"));
+        return Err(SubscriptionRefusal::Auth(format!(
+            "Missing auth for channel {channel}"
+        )));
     }
     let channel_data = match ChannelKind::of(channel) {
-        ChannelKind::Presence => Some(
-            request
-                .channel_data
-                .as_deref()
-                .ok_or_else(|| format!("Missing channel_data for presence channel {channel}"))?,
-        ),
+        ChannelKind::Presence => Some(request.channel_data.as_deref().ok_or_else(|| {
+            SubscriptionRefusal::Auth(format!(
+                "Missing channel_data for presence channel {channel}"
+            ))
+        })?),
         _ => None,
     };
     let socket_id = conn.socket_id.to_string();
     let signed = auth::channel_string_to_sign(&socket_id, channel, channel_data);
-    auth::verify_channel_auth(app.key(), app.secret(), &signed, auth).map_err(|e| e.0)
+    auth::verify_channel_auth(app.key(), app.secret(), &signed, auth)
+        .map_err(|e| SubscriptionRefusal::Auth(e.0))
 }
 
-fn auth_error(conn: &Connection, channel: &str, message: &str) {
-    conn.send_text(&outbound::subscription_error(
-        channel,
-        "AuthError",
-        message,
-        401,
-    ));
-}
-
-async fn join_presence(shard: &Shard, conn: &Rc<Connection>, channel: &str, channel_data: &str) {
-    let member = match inbound::parse_channel_data(channel_data) {
-        Ok(member) => member,
-        Err(error) => return auth_error(conn, channel, &error.0),
-    };
-    let max_info = shard
-        .app(conn.app.index)
-        .config
-        .max_presence_user_info_bytes;
+/// Starts a presence join (the answer comes back from the channel's home shard).
+fn join_presence(
+    shard: &Shard,
+    app: &App,
+    conn: &Rc<Connection>,
+    channel: &str,
+    channel_data: &str,
+) -> Result<(), SubscriptionRefusal> {
+    let member = inbound::parse_channel_data(channel_data)
+        .map_err(|error| SubscriptionRefusal::Auth(error.0))?;
+    let max_info = app.config.max_presence_user_info_bytes;
     if member.user_info_json.as_ref().map_or(0, String::len) > max_info {
         let message = format!("Presence user_info is larger than {max_info} bytes");
-        return conn.send_text(&outbound::subscription_error(
+        // The hosted service's code for an oversized member (PROTOCOL.md §2.6).
+        conn.send_text(&outbound::subscription_error(
             channel,
             "LimitReached",
             &message,
             codes::MEMBER_TOO_LARGE,
         ));
+        return Ok(());
     }
     conn.add_subscription(Subscription {
         channel: channel.into(),
@@ -142,12 +175,13 @@ async fn join_presence(shard: &Shard, conn: &Rc<Connection>, channel: &str, chan
         }),
         active: false,
     });
-    shard.presence_join(conn, channel, member).await;
+    shard.presence_join(conn, channel, member);
+    Ok(())
 }
 
-async fn unsubscribe(shard: &Shard, conn: &Rc<Connection>, channel: &str) {
+fn unsubscribe(shard: &Shard, conn: &Rc<Connection>, channel: &str) {
     match conn.remove_subscription(channel) {
-        Some(subscription) => shard.leave_channel(conn, subscription).await,
+        Some(subscription) => shard.leave_channel(conn, subscription),
         None => conn.send_error(
             None,
             &format!("No current subscription to channel {channel}, or subscription in progress"),
@@ -217,8 +251,10 @@ fn check_client_event(
     conn: &Connection,
     event: &ClientEvent<'_>,
 ) -> Result<Subscription, Rejection> {
-    let apps = shard.apps();
-    let app = &apps.by_index(conn.app.index).config;
+    let app = shard
+        .app(conn.app.index)
+        .ok_or_else(|| reject("no_app", "Client event rejected: unknown app"))?;
+    let app = &app.config;
     if !app.enable_client_events {
         return Err(reject(
             "disabled",
@@ -266,7 +302,7 @@ fn check_client_event(
     Ok(subscription)
 }
 
-async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'_>) {
+fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'_>) {
     let subscription = match check_client_event(shard, conn, &event) {
         Ok(subscription) => subscription,
         Err(rejection) => {
@@ -283,14 +319,6 @@ async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'
     };
     let user_id = subscription.presence.as_ref().map(|p| p.user_id.as_str());
     emit_client_event_webhook(shard, conn, channel, &event.event, data, user_id);
-    shard
-        .publish_event(
-            &conn.app,
-            &[channel],
-            &event.event,
-            data,
-            user_id,
-            Some(conn.socket_id),
-        )
-        .await;
+    let except = Some(conn.socket_id);
+    shard.publish_event(&conn.app, &[channel], &event.event, data, user_id, except);
 }

@@ -2,10 +2,10 @@
 //! while nothing is queued; only what the kernel does not take (a short write, `EAGAIN`) waits in
 //! the [`SendQueue`], whose byte budget bounds the memory a slow reader can pin.
 
-use super::frame::SharedFrame;
+use crate::ws::frame::SharedFrame;
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 
 /// A frame waiting to be written: shared by many sockets, or this socket's own.
 #[derive(Debug)]
@@ -60,7 +60,7 @@ impl SendQueue {
 
     /// Writes `frame` to `fd` at once if nothing is queued, otherwise queues it behind the rest,
     /// refusing to hold more than `budget` bytes.
-    pub fn send(&mut self, fd: RawFd, frame: OutFrame, budget: usize) -> SendOutcome {
+    pub fn send(&mut self, fd: BorrowedFd<'_>, frame: OutFrame, budget: usize) -> SendOutcome {
         let mut written = 0;
         if self.frames.is_empty() {
             match send_nonblocking(fd, frame.bytes()) {
@@ -121,11 +121,7 @@ impl SendQueue {
 }
 
 /// One non-blocking `send(2)` with `MSG_NOSIGNAL`.
-pub fn send_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
-    // SAFETY: `fd` belongs to a socket owned by the connection task, which removes the connection
-    // from every table (so no one calls this with its fd) before it drops the socket; the fd is
-    // therefore open for the whole borrow, which ends with this call.
-    let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+pub fn send_nonblocking(fd: BorrowedFd<'_>, bytes: &[u8]) -> io::Result<usize> {
     let socket = socket2::SockRef::from(&fd);
     socket.send_with_flags(bytes, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
 }
@@ -134,7 +130,7 @@ pub fn send_nonblocking(fd: RawFd, bytes: &[u8]) -> io::Result<usize> {
 mod tests {
     use super::*;
     use std::io::Read;
-    use std::os::fd::AsRawFd;
+    use std::os::fd::AsFd;
     use std::os::unix::net::UnixStream;
 
     #[test]
@@ -145,14 +141,14 @@ mod tests {
         let frame = vec![7u8; 64 * 1024];
         let mut outcomes = Vec::new();
         for _ in 0..64 {
-            outcomes.push(queue.send(a.as_raw_fd(), OutFrame::Owned(frame.clone()), 1 << 20));
+            outcomes.push(queue.send(a.as_fd(), OutFrame::Owned(frame.clone()), 1 << 20));
         }
         assert_eq!(outcomes[0], SendOutcome::Written);
         assert!(outcomes.contains(&SendOutcome::Queued));
         assert!(queue.queued_bytes() > 0);
         // Over the budget: refused, and the queue is unchanged.
         let before = queue.queued_bytes();
-        let outcome = queue.send(a.as_raw_fd(), OutFrame::Owned(vec![0; 2 << 20]), 1 << 20);
+        let outcome = queue.send(a.as_fd(), OutFrame::Owned(vec![0; 2 << 20]), 1 << 20);
         assert_eq!(outcome, SendOutcome::OverBudget);
         assert_eq!(queue.queued_bytes(), before);
         // Drain: the reader gets every byte in order.
@@ -165,7 +161,7 @@ mod tests {
                 total_read += n;
             }
             let front = queue.front().unwrap().to_vec();
-            if let Ok(n) = send_nonblocking(a.as_raw_fd(), &front) {
+            if let Ok(n) = send_nonblocking(a.as_fd(), &front) {
                 queue.advance(n);
             }
         }
@@ -207,7 +203,7 @@ mod tests {
         drop(b);
         let mut queue = SendQueue::default();
         assert_eq!(
-            queue.send(a.as_raw_fd(), OutFrame::Owned(vec![1]), 100),
+            queue.send(a.as_fd(), OutFrame::Owned(vec![1]), 100),
             SendOutcome::Broken
         );
     }

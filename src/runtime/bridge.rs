@@ -2,9 +2,9 @@
 //! receive to glommio's blocking pool, so the shard never blocks), keeps the node registry, and
 //! hands each envelope to the shard.
 
-use super::envelope::Body;
-use super::link::Inbound;
-use super::registry::NodeRegistry;
+use crate::cluster::envelope::Body;
+use crate::cluster::link::Inbound;
+use crate::cluster::registry::NodeRegistry;
 use crate::shard::Shard;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;

@@ -1,22 +1,22 @@
 //! One client connection on its shard: the state the shard's other tasks may touch (the send
-//! queue, the subscriptions, the activity clock, a close request) and the task that owns the
-//! socket ([`io`]) and interprets its messages ([`handler`]).
+//! queue, the subscriptions, the activity clock, a close request). The socket itself is owned by
+//! the connection's task (`session`), which reads it and flushes what this queue holds.
 //!
 //! A [`Connection`] lives in an `Rc` shared by the connection task, the shard's connection map
 //! and the channel table; everything mutable sits in one `RefCell` that no code holds across an
 //! `await`.
 
-pub mod handler;
-pub mod io;
-
+use super::send_queue::{OutFrame, SendOutcome, SendQueue};
 use crate::app::App;
 use crate::protocol::{codes, outbound, SocketId};
 use crate::ws::frame::{self, SharedFrame};
-use crate::ws::send_queue::{OutFrame, SendOutcome, SendQueue};
+use ahash::AHashMap;
+use futures_lite::AsyncWrite;
 use std::cell::RefCell;
-use std::os::fd::RawFd;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::pin::Pin;
 use std::sync::Arc;
-use std::task::Waker;
+use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 /// A request to end the connection, honoured by its task.
@@ -39,11 +39,28 @@ pub struct Subscription {
     pub active: bool,
 }
 
+impl Subscription {
+    fn from_parts(channel: &str, membership: Membership) -> Self {
+        Subscription {
+            channel: channel.into(),
+            presence: membership.presence,
+            active: membership.active,
+        }
+    }
+}
+
 /// A socket's identity in one presence channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceIdentity {
     /// The user id as a string.
     pub user_id: String,
+}
+
+/// What the connection keeps per channel (the channel name is the map's key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Membership {
+    presence: Option<PresenceIdentity>,
+    active: bool,
 }
 
 #[derive(Debug)]
@@ -53,7 +70,7 @@ struct State {
     close: Option<CloseRequest>,
     last_seen: Instant,
     ping_sent_at: Option<Instant>,
-    subscriptions: Vec<Subscription>,
+    subscriptions: AHashMap<Box<str>, Membership>,
     rate_window_start: Instant,
     rate_window_count: u32,
 }
@@ -72,7 +89,12 @@ pub struct Connection {
 
 impl Connection {
     /// A new connection on socket `fd`, seen active at `now`.
-    pub fn new(
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be an open socket that stays open until [`Connection::mark_closed`] has been
+    /// called: the connection writes to it from any task of the shard until then.
+    pub unsafe fn new(
         socket_id: SocketId,
         app: Arc<App>,
         fd: RawFd,
@@ -90,7 +112,7 @@ impl Connection {
                 close: None,
                 last_seen: now,
                 ping_sent_at: None,
-                subscriptions: Vec::new(),
+                subscriptions: AHashMap::new(),
                 rate_window_start: now,
                 rate_window_count: 0,
             }),
@@ -129,7 +151,11 @@ impl Connection {
         if state.close.is_some() {
             return;
         }
-        match state.queue.send(self.fd, frame, self.send_budget) {
+        // SAFETY: `Connection::new`'s contract keeps `fd` open until `mark_closed`, which sets
+        // `close`; we return above once `close` is set, and the shard is one thread, so the fd
+        // is open for this borrow, which ends with the call.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        match state.queue.send(fd, frame, self.send_budget) {
             SendOutcome::Written => {}
             SendOutcome::Queued => wake(&state.waker),
             SendOutcome::OverBudget => {
@@ -200,11 +226,13 @@ impl Connection {
     /// The subscription to `channel`, if any (pending or active).
     pub fn subscription(&self, channel: &str) -> Option<Subscription> {
         let state = self.state.borrow();
-        state
-            .subscriptions
-            .iter()
-            .find(|s| &*s.channel == channel)
-            .cloned()
+        let (name, membership) = state.subscriptions.get_key_value(channel)?;
+        Some(Subscription::from_parts(name, membership.clone()))
+    }
+
+    /// Number of channels this connection is subscribed to (or joining).
+    pub fn subscription_count(&self) -> usize {
+        self.state.borrow().subscriptions.len()
     }
 
     /// Whether this socket is `user_id`: it joined some presence channel as that user.
@@ -212,27 +240,26 @@ impl Connection {
         self.state
             .borrow()
             .subscriptions
-            .iter()
+            .values()
             .any(|s| s.presence.as_ref().is_some_and(|p| p.user_id == user_id))
     }
 
     /// Records a subscription (replacing one to the same channel).
     pub fn add_subscription(&self, subscription: Subscription) {
-        let mut state = self.state.borrow_mut();
-        state
+        let membership = Membership {
+            presence: subscription.presence,
+            active: subscription.active,
+        };
+        self.state
+            .borrow_mut()
             .subscriptions
-            .retain(|s| s.channel != subscription.channel);
-        state.subscriptions.push(subscription);
+            .insert(subscription.channel, membership);
     }
 
     /// Marks the pending subscription to `channel` active; `false` if there is none.
     pub fn activate_subscription(&self, channel: &str) -> bool {
         let mut state = self.state.borrow_mut();
-        match state
-            .subscriptions
-            .iter_mut()
-            .find(|s| &*s.channel == channel && !s.active)
-        {
+        match state.subscriptions.get_mut(channel).filter(|s| !s.active) {
             Some(s) => {
                 s.active = true;
                 true
@@ -244,19 +271,47 @@ impl Connection {
     /// Forgets the subscription to `channel` and returns it.
     pub fn remove_subscription(&self, channel: &str) -> Option<Subscription> {
         let mut state = self.state.borrow_mut();
-        let index = state
-            .subscriptions
-            .iter()
-            .position(|s| &*s.channel == channel)?;
-        Some(state.subscriptions.swap_remove(index))
+        let (name, membership) = state.subscriptions.remove_entry(channel)?;
+        Some(Subscription::from_parts(&name, membership))
     }
 
     /// Forgets and returns every subscription (the connection is going away).
     pub fn take_subscriptions(&self) -> Vec<Subscription> {
         std::mem::take(&mut self.state.borrow_mut().subscriptions)
+            .into_iter()
+            .map(|(name, membership)| Subscription::from_parts(&name, membership))
+            .collect()
     }
 
-    fn register_waker(&self, waker: &Waker) {
+    /// Writes queued bytes to `stream` until the queue is empty (`Ready(Ok)`), the socket is
+    /// full (`Pending`, woken when writable) or broken (`Ready(Err)`).
+    pub fn poll_flush<W: AsyncWrite + Unpin>(
+        &self,
+        stream: &mut W,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), ()>> {
+        let mut state = self.state.borrow_mut();
+        while let Some(front) = state.queue.front() {
+            match Pin::new(&mut *stream).poll_write(cx, front) {
+                Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
+                Poll::Ready(Ok(n)) => state.queue.advance(n),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// Queues the final close frame behind what is still queued, after [`Connection::mark_closed`]
+    /// (which stops every other write); `fd` is the socket, borrowed from its owner.
+    pub fn queue_close_frame(&self, fd: BorrowedFd<'_>, close: Vec<u8>) {
+        self.state
+            .borrow_mut()
+            .queue
+            .send(fd, OutFrame::Owned(close), usize::MAX);
+    }
+
+    /// Remembers the connection task's waker, woken when bytes are queued or a close is asked.
+    pub fn register_waker(&self, waker: &Waker) {
         let mut state = self.state.borrow_mut();
         if !state.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
             state.waker = Some(waker.clone());
@@ -264,11 +319,13 @@ impl Connection {
     }
 
     /// Marks the connection closed: nothing more is written to its socket, whoever still holds it.
-    fn mark_closed(&self) {
+    /// The socket's owner calls it before closing the socket.
+    pub fn mark_closed(&self) {
         request_close(&mut self.state.borrow_mut(), None, "Connection closed");
     }
 
-    fn close_request(&self) -> Option<CloseRequest> {
+    /// The pending close request, if any.
+    pub fn close_request(&self) -> Option<CloseRequest> {
         self.state.borrow().close.clone()
     }
 }

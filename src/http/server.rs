@@ -1,0 +1,161 @@
+//! The plain-HTTP side of a connection: reading request heads and bodies (the whole request
+//! within `handshake_timeout`, however slowly it trickles in), answering them with keep-alive
+//! and pipelining, until the client closes or asks for a WebSocket upgrade, which is handed
+//! back to the caller with whatever bytes followed its head.
+
+use super::request::{self, HeadError, RequestHead};
+use super::Response;
+use crate::deadline::with_timeout;
+use crate::shard::Shard;
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::time::Duration;
+
+/// Bytes read from the socket at most per read of a request head (small, so that an oversized
+/// head is seen as such before it is complete).
+const HEAD_CHUNK: usize = 2048;
+
+/// Bytes read from the socket at most per read of a request body.
+const READ_CHUNK: usize = 16 * 1024;
+
+/// How the plain-HTTP part of a connection ended.
+pub enum Served {
+    /// The connection is done (closed by the client, refused, or `Connection: close`).
+    Closed,
+    /// The client asked for a WebSocket upgrade; `leftover` is what it sent after the head.
+    Upgrade {
+        /// The upgrade request's head.
+        head: RequestHead,
+        /// Bytes after the head (frames the client did not wait to send).
+        leftover: Vec<u8>,
+    },
+}
+
+/// Serves plain HTTP requests on `stream` until it closes or asks for an upgrade.
+pub async fn serve(shard: &Shard, stream: &mut TcpStream) -> Served {
+    let limit = Duration::from_secs(shard.config.server.handshake_timeout);
+    let mut buffered = Vec::new();
+    loop {
+        let request = Box::pin(with_timeout(limit, read_request(stream, &mut buffered))).await;
+        let (head, body) = match request {
+            Some(Ok(Some(request))) => request,
+            Some(Ok(None)) => return Served::Closed,
+            Some(Err(error)) => {
+                refuse(stream, error).await;
+                return Served::Closed;
+            }
+            // An idle keep-alive connection that sent nothing is closed silently.
+            None if buffered.is_empty() => return Served::Closed,
+            None => {
+                let error = HeadError {
+                    status: 408,
+                    message: "Request not received in time",
+                };
+                refuse(stream, error).await;
+                return Served::Closed;
+            }
+        };
+        if head.is_websocket() {
+            return Served::Upgrade {
+                head,
+                leftover: body,
+            };
+        }
+        let response = Box::pin(super::respond(shard, &head, &body)).await;
+        let close = head.wants_close;
+        if write_response(stream, &response, close).await.is_err() || close {
+            return Served::Closed;
+        }
+    }
+}
+
+/// Answers with `error` and `Connection: close`.
+pub async fn refuse(stream: &mut TcpStream, error: HeadError) {
+    let response = Response::text(error.status, error.message);
+    let _ = write_response(stream, &response, true).await;
+}
+
+/// Reads one request: its head and, for plain HTTP, its body. For a WebSocket upgrade the "body"
+/// is whatever the client sent after the head.
+async fn read_request(
+    stream: &mut TcpStream,
+    buffered: &mut Vec<u8>,
+) -> Result<Option<(RequestHead, Vec<u8>)>, HeadError> {
+    let Some(head) = read_head(stream, buffered).await? else {
+        return Ok(None);
+    };
+    let body = if head.is_websocket() {
+        std::mem::take(buffered)
+    } else {
+        read_body(stream, &head, buffered).await?
+    };
+    Ok(Some((head, body)))
+}
+
+/// Reads until a whole request head is buffered; `Ok(None)` when the peer closed before
+/// sending anything. The head's bytes are removed from `buffered`.
+async fn read_head(
+    stream: &mut TcpStream,
+    buffered: &mut Vec<u8>,
+) -> Result<Option<RequestHead>, HeadError> {
+    loop {
+        if !buffered.is_empty() {
+            if let Some((head, length)) = request::parse_request_head(buffered)? {
+                buffered.drain(..length);
+                return Ok(Some(head));
+            }
+        }
+        match read_more(stream, buffered, HEAD_CHUNK).await {
+            0 if buffered.is_empty() => return Ok(None),
+            0 => {
+                return Err(HeadError {
+                    status: 408,
+                    message: "Incomplete request head",
+                })
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn read_body(
+    stream: &mut TcpStream,
+    head: &RequestHead,
+    buffered: &mut Vec<u8>,
+) -> Result<Vec<u8>, HeadError> {
+    let length = head.content_length.unwrap_or(0);
+    if length > super::MAX_BODY_BYTES {
+        return Err(HeadError {
+            status: 413,
+            message: "Request body too large",
+        });
+    }
+    while buffered.len() < length {
+        if read_more(stream, buffered, length - buffered.len()).await == 0 {
+            return Err(HeadError {
+                status: 408,
+                message: "Incomplete request body",
+            });
+        }
+    }
+    Ok(buffered.drain(..length).collect())
+}
+
+/// Appends up to `at_most` bytes read from `stream` to `buffered`; returns the count, 0 on EOF
+/// or error. `buffered` only ever holds bytes that arrived, even when the read is cancelled by
+/// a timeout (so an idle connection is told apart from a slow one).
+async fn read_more(stream: &mut TcpStream, buffered: &mut Vec<u8>, at_most: usize) -> usize {
+    let mut chunk = vec![0u8; at_most.min(READ_CHUNK)];
+    let n = stream.read(&mut chunk).await.unwrap_or(0);
+    buffered.extend_from_slice(&chunk[..n]);
+    n
+}
+
+/// Writes `response`; `close` adds `Connection: close`.
+pub async fn write_response(
+    stream: &mut TcpStream,
+    response: &Response,
+    close: bool,
+) -> std::io::Result<()> {
+    stream.write_all(&response.to_bytes(close)).await
+}

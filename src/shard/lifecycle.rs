@@ -1,0 +1,127 @@
+//! A shard's life after start: the coarse tick (clock, liveness sweep, held-back subscription
+//! counts, configuration reloads) until the process is asked to stop, then the drain.
+
+use super::Shard;
+use crate::protocol::codes;
+use crate::socket::Connection;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// How often each shard refreshes its clock and checks for a stop request.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Liveness sweeps run every this many ticks.
+const TICKS_PER_SWEEP: u32 = 10;
+
+/// How often a draining shard looks again at its connections and its peers.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
+
+impl Shard {
+    /// Ticks until the process is asked to stop.
+    pub async fn tick_until_stopped(&self) {
+        let mut ticks = 0u32;
+        while !self.process.stop.load(Ordering::Acquire) {
+            glommio::timer::sleep(TICK).await;
+            ticks += 1;
+            self.tick(ticks.is_multiple_of(TICKS_PER_SWEEP));
+        }
+    }
+
+    /// One tick: the clock, optionally the liveness sweep, due counts, a pending reload.
+    pub fn tick(&self, sweep: bool) {
+        self.now.set(Instant::now());
+        if sweep {
+            self.sweep_liveness();
+        }
+        self.send_due_subscription_counts();
+        self.apply_reloaded_apps();
+    }
+
+    /// Picks up the app registry of a configuration reload (checked every tick; the lock is
+    /// taken only when there is one): closes the connections of removed (4001) and disabled
+    /// (4003) apps, and makes room for added apps. Waits for the next tick while some task still
+    /// borrows the current registry.
+    pub fn apply_reloaded_apps(&self) {
+        let generation = self.process.apps_generation.load(Ordering::Acquire);
+        if generation == self.apps_generation.get() {
+            return;
+        }
+        let Some(fresh) = self
+            .process
+            .reloaded_apps
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+        else {
+            return;
+        };
+        let Ok(mut apps) = self.apps.try_borrow_mut() else {
+            return;
+        };
+        *apps = fresh.clone();
+        drop(apps);
+        self.apps_generation.set(generation);
+        self.channels.borrow_mut().ensure_apps(fresh.len());
+        let open: Vec<Rc<Connection>> = self.connections.borrow().values().cloned().collect();
+        for conn in open {
+            let Some(app) = fresh.get(conn.app.index) else {
+                continue;
+            };
+            if app.removed {
+                conn.send_error(
+                    Some(codes::APP_NOT_FOUND),
+                    "App removed from the configuration",
+                );
+                conn.close(codes::APP_NOT_FOUND, "App removed");
+            } else if !app.config.enabled {
+                conn.send_error(Some(codes::APP_DISABLED), "Application disabled");
+                conn.close(codes::APP_DISABLED, "Application disabled");
+            }
+        }
+        tracing::debug!(shard = self.id, generation, "applied reloaded apps");
+    }
+
+    fn sweep_liveness(&self) {
+        let now = self.now();
+        let activity = Duration::from_secs(self.config.server.activity_timeout);
+        let pong = Duration::from_secs(self.config.server.pong_timeout);
+        for conn in self.connections.borrow().values() {
+            conn.check_liveness(now, activity, pong);
+        }
+    }
+
+    /// Closes every connection with 4200, waits (up to the grace period) until they are gone,
+    /// then settles with the peers: what the leaves sent to other shards (occupancy, presence)
+    /// has been handled there before any shard of the node stops.
+    pub async fn drain(&self) {
+        let open: Vec<Rc<Connection>> = self.connections.borrow().values().cloned().collect();
+        tracing::info!(
+            shard = self.id,
+            connections = open.len(),
+            "closing connections for shutdown"
+        );
+        for conn in open {
+            conn.close(codes::SHUTTING_DOWN, "Server shutting down");
+        }
+        let grace = Duration::from_secs(self.config.server.shutdown_grace + 1);
+        let deadline = Instant::now() + grace;
+        while self.connection_count() > 0 && Instant::now() < deadline {
+            glommio::timer::sleep(DRAIN_POLL).await;
+        }
+        // Every message this shard sent before the barrier has been handled by its peers once
+        // they answer; no shard leaves before all have passed theirs.
+        let _ = self.gather(|_| ()).await;
+        self.process.drained.fetch_add(1, Ordering::AcqRel);
+        let shards = self.process.shards.load(Ordering::Acquire);
+        let settle_deadline = Instant::now() + grace;
+        while self.process.drained.load(Ordering::Acquire) < shards
+            && Instant::now() < settle_deadline
+        {
+            glommio::timer::sleep(DRAIN_POLL).await;
+        }
+        while self.deliveries.len() > 0 && Instant::now() < settle_deadline {
+            glommio::timer::sleep(DRAIN_POLL).await;
+        }
+    }
+}

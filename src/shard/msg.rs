@@ -1,0 +1,183 @@
+//! The messages shards send each other over the [`super::mesh`]. Every cross-shard action is one
+//! of these; nothing else crosses a shard boundary but immutable, shared data.
+//!
+//! Node-level facts from other cluster nodes arrive here already translated into shard terms
+//! (app indices, [`RemoteMember`]s): the cluster's wire types stop at `shard::cluster_side`.
+
+use super::Shard;
+use crate::channels::presence::Joined;
+use crate::protocol::inbound::PresenceMember;
+use crate::protocol::SocketId;
+use crate::ws::frame::SharedFrame;
+use std::any::Any;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// An answer in transit between shards (its type is known to the asker; see `shard::gather`).
+pub type Reply = Box<dyn Any + Send>;
+
+/// A question in transit: run on each peer shard.
+pub type Job = Arc<dyn Fn(&Shard) -> Reply + Send + Sync>;
+
+/// A presence member that another cluster node has, in this node's terms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteMember {
+    /// App registry index on this node.
+    pub app: u32,
+    /// Presence channel name.
+    pub channel: Box<str>,
+    /// The user id as a string.
+    pub user_id: String,
+    /// The user id exactly as the client sent it (JSON).
+    pub user_id_json: String,
+    /// The member's `user_info` (JSON), if any.
+    pub user_info: Option<String>,
+}
+
+/// Messages between shards.
+pub enum ShardMsg {
+    /// Write `frame` to the local subscribers of `channel`, except `except`.
+    Deliver {
+        /// App registry index.
+        app: u32,
+        /// Channel name.
+        channel: Arc<str>,
+        /// The encoded frame, shared by every shard.
+        frame: SharedFrame,
+        /// Socket that must not receive it (the sender of a client event).
+        except: Option<SocketId>,
+        /// When the publish was made (for the publish-to-write latency metric).
+        published_at: Instant,
+    },
+    /// To the home shard: `socket` joins presence `channel` as `member`.
+    PresenceJoin {
+        /// App registry index.
+        app: u32,
+        /// Presence channel name.
+        channel: Arc<str>,
+        /// The member data from `channel_data`.
+        member: PresenceMember,
+        /// The joining socket (its shard gets the answer).
+        socket: SocketId,
+    },
+    /// From the home shard: the outcome of `socket`'s join.
+    PresenceJoined {
+        /// App registry index.
+        app: u32,
+        /// Presence channel name.
+        channel: Arc<str>,
+        /// The socket that asked.
+        socket: SocketId,
+        /// Member (with the roster) or full.
+        outcome: Joined,
+    },
+    /// To the home shard: one socket of `user_id` left presence `channel`.
+    PresenceLeave {
+        /// App registry index.
+        app: u32,
+        /// Presence channel name.
+        channel: Arc<str>,
+        /// The member's user id.
+        user_id: String,
+        /// The socket that left (excluded from `member_removed`).
+        socket: SocketId,
+    },
+    /// A scatter-gather question from shard `from` (see [`super::gather`]): run `job` here and
+    /// send its result back as [`ShardMsg::Reply`].
+    Request {
+        /// The asking shard.
+        from: usize,
+        /// The question's id at the asking shard.
+        id: u64,
+        /// What to compute on this shard.
+        job: Job,
+    },
+    /// An answer to question `id` (from a peer shard, or from another node via shard 0).
+    Reply {
+        /// The question's id.
+        id: u64,
+        /// The answer, of the type the question names.
+        reply: Reply,
+    },
+    /// To a channel's home shard: another node's user joined or left it.
+    RemotePresence {
+        /// The other node.
+        node: Arc<str>,
+        /// The member.
+        member: RemoteMember,
+        /// Joined (true) or left.
+        joined: bool,
+    },
+    /// To every shard: `node`'s members and occupied channels homed there (replaces what was
+    /// known).
+    NodeState {
+        /// The other node.
+        node: Arc<str>,
+        /// Its members.
+        presence: Vec<RemoteMember>,
+        /// Its occupied channels (app index, channel).
+        occupied: Vec<(u32, Box<str>)>,
+    },
+    /// To a channel's home shard: another node's first subscriber came or its last left.
+    RemoteOccupancy {
+        /// The other node.
+        node: Arc<str>,
+        /// App registry index.
+        app: u32,
+        /// Channel.
+        channel: Arc<str>,
+        /// Occupied (true) or vacated.
+        occupied: bool,
+    },
+    /// To every shard: `node` is gone; drop its members.
+    NodeGone {
+        /// The node.
+        node: Arc<str>,
+    },
+    /// To every shard: the other nodes now alive.
+    Nodes {
+        /// Their ids.
+        nodes: Vec<Arc<str>>,
+    },
+    /// To the home shard: this node's `shard` got its first subscriber of `channel` (or lost its
+    /// last), for occupancy webhooks.
+    Occupancy {
+        /// App registry index.
+        app: u32,
+        /// Channel.
+        channel: Arc<str>,
+        /// Occupied (true) or vacated.
+        occupied: bool,
+    },
+    /// To the home shard: `delta` subscriptions to `channel` on the sending shard, for the
+    /// `subscription_count` webhook.
+    SubscriptionDelta {
+        /// App registry index.
+        app: u32,
+        /// Channel.
+        channel: Arc<str>,
+        /// +1 or -1.
+        delta: i64,
+    },
+}
+
+impl ShardMsg {
+    /// The variant's name, for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ShardMsg::Deliver { .. } => "deliver",
+            ShardMsg::PresenceJoin { .. } => "presence_join",
+            ShardMsg::PresenceJoined { .. } => "presence_joined",
+            ShardMsg::PresenceLeave { .. } => "presence_leave",
+            ShardMsg::Request { .. } => "request",
+            ShardMsg::Reply { .. } => "reply",
+            ShardMsg::RemotePresence { .. } => "remote_presence",
+            ShardMsg::NodeState { .. } => "node_state",
+            ShardMsg::RemoteOccupancy { .. } => "remote_occupancy",
+            ShardMsg::NodeGone { .. } => "node_gone",
+            ShardMsg::Nodes { .. } => "nodes",
+            ShardMsg::Occupancy { .. } => "occupancy",
+            ShardMsg::SubscriptionDelta { .. } => "subscription_delta",
+        }
+    }
+}

@@ -1,0 +1,346 @@
+//! Publishing: a publish is encoded once into a [`SharedFrame`] per channel, handed to every
+//! other shard (and, clustered, to the other nodes in one envelope), and queued on this shard's
+//! **fan-out queue**. Each shard writes its queue to its subscribers in order, in a task of its
+//! own, so an HTTP publish returns as soon as every shard has *taken* the event, not once it has
+//! been written to thousands of sockets.
+//!
+//! Ordering: a shard's queue is first in, first out, and a peer takes deliveries from one shard
+//! in the order they were sent (one ordered channel per pair). Presence completions (the roster
+//! sent to a joining socket) go through the same queue, so a member event computed after a
+//! roster reaches the socket after that roster, never before it and never twice.
+//!
+//! Bounds (`server.fanout_queue_jobs`): at the bound an HTTP publish is refused (429, counted as
+//! `warren_runtime_events_total{event="fanout_queue_full"}`), a peer's deliveries wait in the
+//! mesh (backpressure: the peer's HTTP publishes then wait for their barrier), and this shard's
+//! own client events and presence events still go in (they are bounded by the per-connection
+//! rate limits and the connection count).
+
+use super::msg::ShardMsg;
+use super::Shard;
+use crate::app::App;
+use crate::channels::presence::Joined;
+use crate::protocol::outbound::{self, EventData};
+use crate::protocol::SocketId;
+use crate::socket::Connection;
+use crate::ws::frame::{shared_text_frame, SharedFrame};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::task::{Poll, Waker};
+use std::time::Instant;
+
+/// Writes between two cooperative yields while fanning out to a large channel.
+const WRITES_PER_YIELD: usize = 256;
+
+/// One piece of work on a shard's fan-out queue.
+pub(crate) enum Delivery {
+    /// Write `frame` to the local subscribers of `channel`, except `except`.
+    Frame {
+        app: u32,
+        channel: Arc<str>,
+        frame: SharedFrame,
+        except: Option<SocketId>,
+        published_at: Option<Instant>,
+    },
+    /// Complete (or refuse) a presence subscription with the home shard's answer.
+    FinishJoin {
+        app: u32,
+        channel: Arc<str>,
+        socket: SocketId,
+        outcome: Joined,
+    },
+}
+
+/// A shard's fan-out queue.
+pub(crate) struct DeliveryQueue {
+    limit: usize,
+    state: RefCell<QueueState>,
+}
+
+#[derive(Default)]
+struct QueueState {
+    jobs: VecDeque<Delivery>,
+    worker: Option<Waker>,
+    waiting_for_room: Vec<Waker>,
+}
+
+/// Why a publish was not accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishRefused {
+    /// The fan-out queue (or a mesh outbox) is at its bound: try again later (HTTP 429).
+    Busy,
+}
+
+impl DeliveryQueue {
+    /// An empty queue holding at most `limit` jobs for producers that respect the bound.
+    pub(crate) fn new(limit: usize) -> Self {
+        DeliveryQueue {
+            limit,
+            state: RefCell::new(QueueState::default()),
+        }
+    }
+
+    /// Jobs waiting.
+    pub(crate) fn len(&self) -> usize {
+        self.state.borrow().jobs.len()
+    }
+
+    fn is_full(&self) -> bool {
+        self.len() >= self.limit
+    }
+
+    /// Queues `job` whatever the bound (producers bounded elsewhere).
+    fn push(&self, job: Delivery) {
+        let mut state = self.state.borrow_mut();
+        state.jobs.push_back(job);
+        if let Some(worker) = state.worker.take() {
+            worker.wake();
+        }
+    }
+
+    /// Queues `job` once the queue is under its bound.
+    async fn push_when_room(&self, job: Delivery) {
+        if self.is_full() {
+            crate::metrics::with(|m| m.runtime_event("fanout_queue_wait"));
+            poll_fn(|cx| {
+                if self.is_full() {
+                    self.state
+                        .borrow_mut()
+                        .waiting_for_room
+                        .push(cx.waker().clone());
+                    Poll::Pending
+                } else {
+                    Poll::Ready(())
+                }
+            })
+            .await;
+        }
+        self.push(job);
+    }
+
+    fn poll_next(&self, waker: &Waker) -> Poll<Delivery> {
+        let mut state = self.state.borrow_mut();
+        match state.jobs.pop_front() {
+            Some(job) => {
+                if state.jobs.len() < self.limit {
+                    for waiting in state.waiting_for_room.drain(..) {
+                        waiting.wake();
+                    }
+                }
+                Poll::Ready(job)
+            }
+            None => {
+                state.worker = Some(waker.clone());
+                Poll::Pending
+            }
+        }
+    }
+}
+
+/// The shard's fan-out task: takes jobs in order for as long as the executor runs.
+pub(crate) async fn run_deliveries(shard: Rc<Shard>) {
+    loop {
+        let job = poll_fn(|cx| shard.deliveries.poll_next(cx.waker())).await;
+        shard.run_delivery(job).await;
+    }
+}
+
+/// Counts frames handed to sockets and, for publishes, how long after the publish.
+fn record_delivery(app: u32, sent: usize, bytes: usize, published_at: Option<Instant>) {
+    crate::metrics::with(|m| {
+        m.messages_out(app, sent, bytes);
+        if let Some(at) = published_at {
+            m.publish_latency(at.elapsed().as_secs_f64());
+        }
+    });
+}
+
+impl Shard {
+    /// Publishes `event` with string `data` to each of `channels` of `app` on every node,
+    /// skipping the socket `except`: the in-process entry point of the HTTP API.
+    ///
+    /// Returns once every shard of this node has *taken* the event on its fan-out queue (and the
+    /// cluster link has it), before anything is written: a publish accepted after this one
+    /// returns, on any shard, reaches each socket after it.
+    pub async fn publish(
+        &self,
+        app: &App,
+        channels: &[&str],
+        event: &str,
+        data: &str,
+        except: Option<SocketId>,
+    ) -> Result<(), PublishRefused> {
+        self.publish_batch(app, &[(channels, event, data, except)])
+            .await
+    }
+
+    /// Publishes several events in order with one barrier for all of them (`batch_events`).
+    pub async fn publish_batch(
+        &self,
+        app: &App,
+        events: &[(&[&str], &str, &str, Option<SocketId>)],
+    ) -> Result<(), PublishRefused> {
+        self.check_room()?;
+        for (channels, event, data, except) in events {
+            self.publish_event(app, channels, event, EventData::Text(data), None, *except);
+        }
+        if self.shards > 1 {
+            // Every peer answers after it has taken the deliveries sent before the question.
+            let _ = self.gather(|_| ()).await;
+        }
+        Ok(())
+    }
+
+    /// Refuses a publish when this shard's fan-out queue or a mesh outbox is at its bound.
+    fn check_room(&self) -> Result<(), PublishRefused> {
+        let mesh_ok = self.mesh.get().is_none_or(|m| m.has_room());
+        if self.deliveries.is_full() || !mesh_ok {
+            crate::metrics::with(|m| m.runtime_event("fanout_queue_full"));
+            return Err(PublishRefused::Busy);
+        }
+        Ok(())
+    }
+
+    /// Publishes an event to `channels` on every shard of this node and, when clustered, on
+    /// every other node: one frame per channel here, one envelope for the cluster.
+    pub fn publish_event(
+        &self,
+        app: &App,
+        channels: &[&str],
+        event: &str,
+        data: EventData<'_>,
+        user_id: Option<&str>,
+        except: Option<SocketId>,
+    ) {
+        self.publish_here(app.index, channels, event, data, user_id, except);
+        self.share_publish(app, channels, event, data, user_id, except);
+    }
+
+    /// The node-local half of a publish (also used for publishes from other nodes).
+    pub(super) fn publish_here(
+        &self,
+        app: u32,
+        channels: &[&str],
+        event: &str,
+        data: EventData<'_>,
+        user_id: Option<&str>,
+        except: Option<SocketId>,
+    ) {
+        for channel in channels {
+            let text = outbound::channel_event(event, channel, data, user_id);
+            self.publish_frame(app, Arc::from(*channel), shared_text_frame(&text), except);
+        }
+    }
+
+    /// Hands an encoded frame to every other shard and queues it for this shard's subscribers.
+    pub fn publish_frame(
+        &self,
+        app: u32,
+        channel: Arc<str>,
+        frame: SharedFrame,
+        except: Option<SocketId>,
+    ) {
+        let published_at = Instant::now();
+        for peer in self.peers().collect::<Vec<_>>() {
+            let message = ShardMsg::Deliver {
+                app,
+                channel: channel.clone(),
+                frame: frame.clone(),
+                except,
+                published_at,
+            };
+            self.send_to(peer, message);
+        }
+        self.deliveries.push(Delivery::Frame {
+            app,
+            channel,
+            frame,
+            except,
+            published_at: Some(published_at),
+        });
+    }
+
+    /// A peer's delivery: queued behind what this shard already has, waiting for room.
+    pub(super) async fn take_delivery(&self, job: Delivery) {
+        self.deliveries.push_when_room(job).await;
+    }
+
+    /// Queues the completion of a presence join behind the deliveries already queued.
+    pub(super) fn queue_finish_join(
+        &self,
+        app: u32,
+        channel: Arc<str>,
+        socket: SocketId,
+        outcome: Joined,
+    ) {
+        self.deliveries.push(Delivery::FinishJoin {
+            app,
+            channel,
+            socket,
+            outcome,
+        });
+    }
+
+    async fn run_delivery(&self, job: Delivery) {
+        match job {
+            Delivery::Frame {
+                app,
+                channel,
+                frame,
+                except,
+                published_at,
+            } => {
+                self.deliver_local(app, &channel, &frame, except, published_at)
+                    .await
+            }
+            Delivery::FinishJoin {
+                app,
+                channel,
+                socket,
+                outcome,
+            } => self.finish_presence_join(app, &channel, socket, outcome),
+        }
+    }
+
+    /// Writes `frame` to this shard's subscribers of `channel`, yielding now and then on large
+    /// channels so other connections keep being served.
+    async fn deliver_local(
+        &self,
+        app: u32,
+        channel: &str,
+        frame: &SharedFrame,
+        except: Option<SocketId>,
+        published_at: Option<Instant>,
+    ) {
+        let mut sent = 0;
+        let snapshot: Vec<Rc<Connection>> = {
+            let table = self.channels.borrow();
+            let Some(local) = table.get(app, channel) else {
+                return;
+            };
+            if local.len() <= WRITES_PER_YIELD {
+                for conn in local.subscribers() {
+                    if Some(conn.socket_id) != except {
+                        conn.send_shared(frame);
+                        sent += 1;
+                    }
+                }
+                record_delivery(app, sent, frame.len(), published_at);
+                return;
+            }
+            local.subscribers().cloned().collect()
+        };
+        for (i, conn) in snapshot.iter().enumerate() {
+            if Some(conn.socket_id) != except {
+                conn.send_shared(frame);
+                sent += 1;
+            }
+            if i % WRITES_PER_YIELD == WRITES_PER_YIELD - 1 {
+                glommio::yield_if_needed().await;
+            }
+        }
+        record_delivery(app, sent, frame.len(), published_at);
+    }
+}
