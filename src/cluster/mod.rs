@@ -2,7 +2,9 @@
 //!
 //! - [`link`]: the Redis connections, on two OS threads beside the shards.
 //! - [`envelope`]: what nodes say to each other.
-//! - [`registry`]: which nodes are alive, from what was last heard of them.
+//! - [`registry`]: which nodes are alive, from what was last heard of them while the link was up.
+//! - [`replay_log`]: the publisher's bounded log of this node's numbered envelopes.
+//! - [`sequence`]: each other node's numbered envelopes put in order, repeats dropped.
 //! - [`bridge`]: the task on shard 0 that receives the bus and keeps the registry.
 //!
 //! What each node keeps is its own: its sockets, its channel table, and a replica of the other
@@ -14,3 +16,5 @@ pub mod bridge;
 pub mod envelope;
 pub mod link;
 pub mod registry;
+pub mod replay_log;
+pub mod sequence;

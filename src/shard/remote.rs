@@ -387,7 +387,7 @@ impl Shard {
                     self.gather(Query::TerminateUser { app, user_id }).await;
                 }
             }
-            Body::Heartbeat | Body::Goodbye => {}
+            Body::Heartbeat | Body::Goodbye | Body::Link(_) => {}
         }
     }
 
@@ -578,16 +578,7 @@ impl Shard {
         use std::sync::atomic::Ordering::Relaxed;
         crate::metrics::ProcessFacts {
             app_ids: self.apps().iter().map(|a| a.id().to_string()).collect(),
-            cluster: self.cluster.as_ref().map(|link| {
-                let s = &link.stats;
-                (
-                    link.connected.load(Relaxed),
-                    s.published.load(Relaxed),
-                    s.received.load(Relaxed),
-                    s.dropped.load(Relaxed),
-                    s.reconnects.load(Relaxed),
-                )
-            }),
+            cluster: self.cluster.as_ref().map(|link| link.facts()),
             webhooks: self.webhooks.as_ref().map(|w| {
                 let s = &w.stats;
                 (
