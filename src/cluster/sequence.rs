@@ -23,6 +23,10 @@ pub const MAX_HELD: usize = 50_000;
 /// Most origins tracked; the longest silent one is forgotten at the bound.
 const MAX_ORIGINS: usize = 4096;
 
+/// Silence after which an origin is forgotten when a new one comes (a node killed without a
+/// goodbye; far beyond any outage buffer, so nothing could be re-published anyway).
+const FORGET_AFTER: Duration = Duration::from_secs(600);
+
 /// Envelopes a step released, in order, and what it counted.
 #[derive(Debug, Default)]
 pub struct Released {
@@ -99,7 +103,7 @@ impl Sequencer {
         let mut out = Released::default();
         let ordered = envelope.body.is_ordered() && envelope.seq > 0;
         if !self.origins.contains_key(&envelope.node) {
-            self.make_room();
+            self.make_room(now);
             let next = if ordered {
                 envelope.seq
             } else {
@@ -192,7 +196,10 @@ impl Sequencer {
         self.origins.remove(node);
     }
 
-    fn make_room(&mut self) {
+    /// Forgets long-silent origins, and the most silent one at [`MAX_ORIGINS`].
+    fn make_room(&mut self, now: Instant) {
+        self.origins
+            .retain(|_, o| !o.held.is_empty() || now.duration_since(o.heard) < FORGET_AFTER);
         if self.origins.len() < MAX_ORIGINS {
             return;
         }
