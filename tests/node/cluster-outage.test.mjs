@@ -3,13 +3,15 @@
 // stopped and started again on the same port while node A's HTTP API publishes ~100
 // numbered events a second; the clients on nodes B and C must get every event A answered
 // 200 for, once, in order, for a ~2 s and a ~10 s outage (within the default
-// outage_buffer_secs). Presence members do not leave and re-join for an outage shorter
+// outage_buffer_secs), and for subscriptions cut while publishing goes on (each receiver
+// asks for a replay of what it missed). Presence members do not leave and re-join for an outage shorter
 // than node_timeout. Beyond the buffer, the drop is counted in /metrics and logged.
 //
 // Each test starts its own Redis and three nodes and stops them in `finally`. Needs
 // redis-server (or REDIS_SERVER=/path).
 
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { test } from 'node:test';
 import {
   clusterPrefix,
@@ -43,6 +45,24 @@ async function metric(node, sample) {
   const text = await (await fetch(`http://127.0.0.1:${node.port}/metrics`)).text();
   const line = text.split('\n').find((l) => l.startsWith(`${sample} `));
   return line === undefined ? undefined : Number(line.split(' ').at(-1));
+}
+
+/** Send one inline command to Redis on `port`; resolves with its first reply line. */
+function redisCommand(port, command) {
+  return new Promise((resolvePromise, reject) => {
+    const socket = connect({ host: '127.0.0.1', port });
+    let reply = '';
+    socket.setEncoding('utf8');
+    socket.on('connect', () => socket.write(`${command}\r\n`));
+    socket.on('data', (chunk) => {
+      reply += chunk;
+      if (reply.includes('\r\n')) {
+        socket.destroy();
+        resolvePromise(reply.split('\r\n')[0]);
+      }
+    });
+    socket.on('error', reject);
+  });
 }
 
 /**
@@ -163,6 +183,40 @@ test('Redis down ~2 s under 100 msgs/s: clients on the other nodes get every mes
 test('Redis down ~10 s under 100 msgs/s: clients on the other nodes get every message once, in order', {
   timeout: 120_000,
 }, (t) => outageUnderTraffic(t, 'outage-10s', 10_000));
+
+test('subscriptions cut while publishing goes on (CLIENT KILL TYPE pubsub, 3 times): nothing lost or repeated', {
+  timeout: 60_000,
+}, (t) =>
+  withCluster('blip', async (scope) => {
+    const redis = await scope.redis();
+    const A = await scope.node();
+    const B = await scope.node();
+    const C = await scope.node();
+    const pub = uniqueName('blip-pub');
+    const atB = await tickReceiver(B, pub);
+    const atC = await tickReceiver(C, pub);
+    const ticker = startTicking(A, pub);
+    try {
+      await waitFor(() => atB.length >= 50 && atC.length >= 50, PROPAGATION_MS, '50 ticks on B and C first');
+      for (let k = 0; k < 3; k++) {
+        const killed = await redisCommand(redis.port, 'CLIENT KILL TYPE pubsub');
+        t.diagnostic(`CLIENT KILL TYPE pubsub: ${killed}`);
+        await sleep(1_000);
+      }
+      await sleep(1_000);
+    } finally {
+      await ticker.stop();
+    }
+    assert.deepEqual(ticker.failures, [], 'A answered every trigger with 200');
+    const last = ticker.sent.at(-1);
+    await waitFor(() => atB.includes(last) && atC.includes(last), 10_000, 'the last tick on B and C').catch(() => {});
+    await sleep(500);
+    for (const [who, got] of Object.entries({ B: atB, C: atC })) {
+      const result = compare(got, ticker.sent);
+      t.diagnostic(`${who}: ${got.length} of ${ticker.sent.length} ticks; ${JSON.stringify(result)}`);
+      assert.deepEqual(got, ticker.sent, `${who}'s client got every tick A accepted, once, in order`);
+    }
+  }));
 
 test('a 5 s Redis outage (node_timeout 6 s): no member_removed or member_added for members still there', {
   timeout: 60_000,
