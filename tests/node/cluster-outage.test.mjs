@@ -65,6 +65,32 @@ function redisCommand(port, command) {
   });
 }
 
+/** A node's cluster id, from its start-up log line. */
+function nodeId(node) {
+  // eslint-disable-next-line no-control-regex
+  const log = node.log().replace(/\x1b\[[0-9;]*m/g, '');
+  const id = /clustered through Redis node=([0-9a-f]+)/.exec(log)?.[1];
+  assert.ok(id, `${node.name}'s node id in its log`);
+  return id;
+}
+
+/**
+ * Watch the bus on Redis for `id`'s heartbeats: `last` is when the latest was seen (0: none
+ * yet); `close()` ends the watch.
+ */
+function watchHeartbeats(port, channel, id) {
+  const socket = connect({ host: '127.0.0.1', port });
+  const watch = { last: 0, close: () => socket.destroy() };
+  socket.setEncoding('utf8');
+  socket.on('connect', () => socket.write(`SUBSCRIBE ${channel}\r\n`));
+  socket.on('data', (chunk) => {
+    const mine = chunk.split('\r\n').some((l) => l.includes(`"node":"${id}"`) && l.includes('"t":"Heartbeat"'));
+    if (mine) watch.last = Date.now();
+  });
+  socket.on('error', () => {});
+  return watch;
+}
+
 /**
  * Publish `{i}` as event `tick` on `channel` through `node`'s HTTP API, one call after
  * the other, about every `everyMs`, until `stop()` is called. `sent` lists the i's the
@@ -218,12 +244,12 @@ test('subscriptions cut while publishing goes on (CLIENT KILL TYPE pubsub, 3 tim
     }
   }));
 
-test('a 5 s Redis outage (node_timeout 6 s): no member_removed or member_added for members still there', {
+test('a 5 s Redis outage (node_timeout 6 s, heartbeats every 3 s): no member_removed or member_added for members still there', {
   timeout: 60_000,
 }, (t) =>
   withCluster('no-flap', async (scope) => {
     const redis = await scope.redis();
-    const options = { nodeTimeout: 6, heartbeatInterval: 1 };
+    const options = { nodeTimeout: 6, heartbeatInterval: 3 };
     const A = await scope.node(options);
     const B = await scope.node(options);
     const room = uniqueName('presence-no-flap');
@@ -233,6 +259,18 @@ test('a 5 s Redis outage (node_timeout 6 s): no member_removed or member_added f
     const bob = await joinPresence(B, room, { id: 'bob' });
     await waitFor(() => alice.rawAdded.count === 1, PROPAGATION_MS, 'member_added for bob at alice');
 
+    // Redis stops just before B's next heartbeat, so that A has not heard from B for ~3 s
+    // already: a node that counted the outage as silence would drop B before or right after
+    // Redis is back (3 s + 5 s > node_timeout), though the outage is shorter than node_timeout.
+    const watch = watchHeartbeats(redis.port, `${scope.prefix}:bus`, nodeId(B));
+    try {
+      await waitFor(() => watch.last > 0, 10_000, "one of B's heartbeats on the bus");
+      const first = watch.last;
+      await waitFor(() => watch.last > first, 10_000, "B's next heartbeat on the bus");
+      await sleep(Math.max(0, watch.last + 2_700 - Date.now()));
+    } finally {
+      watch.close();
+    }
     const stoppedAt = Date.now();
     await redis.stop();
     await sleep(Math.max(0, stoppedAt + 5_000 - Date.now()));
