@@ -131,6 +131,14 @@ pub struct ClusterConfig {
     /// must then name the cluster node that owns the bus channel's slot.
     #[serde(default)]
     pub sharded_pubsub: bool,
+    /// Seconds of this node's ordered envelopes kept for re-publishing: while Redis is away
+    /// (queued) and after (for nodes that ask for what they missed). Beyond it, envelopes are
+    /// dropped, counted and logged.
+    #[serde(default = "default_outage_buffer_secs")]
+    pub outage_buffer_secs: u64,
+    /// Bytes of encoded envelopes that buffer may hold at most (the oldest go first).
+    #[serde(default = "default_outage_buffer_bytes")]
+    pub outage_buffer_bytes: usize,
 }
 
 fn default_cluster_prefix() -> String {
@@ -144,6 +152,12 @@ fn default_heartbeat_interval() -> u64 {
 }
 fn default_query_timeout_ms() -> u64 {
     1000
+}
+fn default_outage_buffer_secs() -> u64 {
+    20
+}
+fn default_outage_buffer_bytes() -> usize {
+    64 << 20
 }
 
 /// Settings of the server process.
@@ -520,6 +534,18 @@ impl ClusterConfig {
                 "must be greater than 0",
             ));
         }
+        if self.outage_buffer_secs == 0 {
+            return Err(ConfigError::new(
+                "cluster.outage_buffer_secs",
+                "must be greater than 0",
+            ));
+        }
+        if self.outage_buffer_bytes < 64 << 10 {
+            return Err(ConfigError::new(
+                "cluster.outage_buffer_bytes",
+                "must be at least 65536",
+            ));
+        }
         Ok(())
     }
 }
@@ -780,6 +806,15 @@ secret = "s""#,
         assert_eq!(
             Config::from_toml_str(&bad).unwrap_err().key,
             "cluster.node_timeout"
+        );
+        assert_eq!(
+            (cluster.outage_buffer_secs, cluster.outage_buffer_bytes),
+            (20, 64 << 20)
+        );
+        let bad = format!("{base}[cluster]\nredis_url = \"redis://x\"\noutage_buffer_secs = 0\n");
+        assert_eq!(
+            Config::from_toml_str(&bad).unwrap_err().key,
+            "cluster.outage_buffer_secs"
         );
     }
 

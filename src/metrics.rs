@@ -240,10 +240,35 @@ impl Snapshot {
 pub struct ProcessFacts {
     /// App ids by registry index.
     pub app_ids: Vec<String>,
-    /// Cluster link: (up, published, received, dropped, reconnects), when clustered.
-    pub cluster: Option<(bool, u64, u64, u64, u64)>,
+    /// The cluster link's figures, when clustered.
+    pub cluster: Option<ClusterFacts>,
     /// Webhooks: (pending, delivered, failed attempts, dead-lettered, spool full), when on.
     pub webhooks: Option<(u64, u64, u64, u64, u64)>,
+}
+
+/// The cluster link's figures (read from its atomics at scrape time).
+#[derive(Debug, Clone, Default)]
+pub struct ClusterFacts {
+    /// Whether the Redis subscription is up.
+    pub up: bool,
+    /// Envelopes published (replays included).
+    pub published: u64,
+    /// Envelopes received from other nodes.
+    pub received: u64,
+    /// This node's ordered envelopes never published: Redis away beyond `outage_buffer_secs`.
+    pub dropped_too_old: u64,
+    /// The same, pushed out by `outage_buffer_bytes`.
+    pub dropped_over_bytes: u64,
+    /// Unordered envelopes (query answers, replay requests) dropped while Redis was away.
+    pub dropped_unordered: u64,
+    /// Other nodes' envelopes this node never received (gaps given up).
+    pub missed: u64,
+    /// Repeats of other nodes' envelopes dropped.
+    pub duplicates: u64,
+    /// Replay requests answered.
+    pub replays: u64,
+    /// Redis (re)connections.
+    pub reconnects: u64,
 }
 
 /// A per-app counter: metric name, help text, and how to read it.
@@ -420,39 +445,8 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
         "warren_publish_to_write_seconds_count {}",
         snapshot.latency_count
     );
-    if let Some((up, published, received, dropped, reconnects)) = facts.cluster {
-        metric(
-            &mut out,
-            "warren_cluster_link_up",
-            "gauge",
-            "Whether the Redis subscription is up.",
-        );
-        let _ = writeln!(out, "warren_cluster_link_up {}", u8::from(up));
-        for (name, help, value) in [
-            (
-                "warren_cluster_published_total",
-                "Envelopes published to Redis.",
-                published,
-            ),
-            (
-                "warren_cluster_received_total",
-                "Envelopes received from other nodes.",
-                received,
-            ),
-            (
-                "warren_cluster_dropped_total",
-                "Envelopes dropped while Redis was unreachable.",
-                dropped,
-            ),
-            (
-                "warren_cluster_reconnects_total",
-                "Redis (re)connections.",
-                reconnects,
-            ),
-        ] {
-            metric(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {value}");
-        }
+    if let Some(cluster) = &facts.cluster {
+        render_cluster(&mut out, cluster);
     }
     if let Some((pending, delivered, failed, dead, spool_full)) = facts.webhooks {
         metric(
@@ -491,6 +485,65 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
     out
 }
 
+fn render_cluster(out: &mut String, c: &ClusterFacts) {
+    metric(
+        out,
+        "warren_cluster_link_up",
+        "gauge",
+        "Whether the Redis subscription is up.",
+    );
+    let _ = writeln!(out, "warren_cluster_link_up {}", u8::from(c.up));
+    let name = "warren_cluster_messages_dropped_total";
+    metric(
+        out,
+        name,
+        "counter",
+        "This node's envelopes never published to the other nodes, by reason.",
+    );
+    for (reason, value) in [
+        ("outage_too_long", c.dropped_too_old),
+        ("outage_buffer_full", c.dropped_over_bytes),
+        ("unordered_link_down", c.dropped_unordered),
+    ] {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+    }
+    for (name, help, value) in [
+        (
+            "warren_cluster_published_total",
+            "Envelopes published to Redis (re-published ones included).",
+            c.published,
+        ),
+        (
+            "warren_cluster_received_total",
+            "Envelopes received from other nodes.",
+            c.received,
+        ),
+        (
+            "warren_cluster_messages_missed_total",
+            "Other nodes' envelopes never received here (gaps in their sequence given up).",
+            c.missed,
+        ),
+        (
+            "warren_cluster_duplicates_dropped_total",
+            "Repeated envelopes of other nodes dropped before delivery.",
+            c.duplicates,
+        ),
+        (
+            "warren_cluster_replays_total",
+            "Requests of other nodes to re-publish what they missed, answered.",
+            c.replays,
+        ),
+        (
+            "warren_cluster_reconnects_total",
+            "Redis (re)connections.",
+            c.reconnects,
+        ),
+    ] {
+        metric(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+}
+
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
@@ -527,6 +580,11 @@ mod tests {
         assert_eq!(total.latency_count, 2);
         let facts = ProcessFacts {
             app_ids: vec!["1".into()],
+            cluster: Some(ClusterFacts {
+                dropped_too_old: 3,
+                missed: 2,
+                ..Default::default()
+            }),
             ..Default::default()
         };
         let text = render(&total, &facts);
@@ -540,6 +598,8 @@ mod tests {
             "warren_http_requests_total{route=\"events\",status=\"200\"} 1",
             "warren_publish_to_write_seconds_bucket{le=\"0.00025\"} 1",
             "warren_publish_to_write_seconds_bucket{le=\"+Inf\"} 2",
+            "warren_cluster_messages_dropped_total{reason=\"outage_too_long\"} 3",
+            "warren_cluster_messages_missed_total 2",
         ] {
             assert!(
                 text.lines().any(|l| l == line),

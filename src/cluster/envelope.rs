@@ -1,5 +1,7 @@
 //! The messages nodes exchange over Redis pub/sub, encoded as compact JSON. Every envelope names
-//! its origin node, so a node can drop its own messages when they come back.
+//! its origin node, so a node can drop its own messages when they come back, and carries a
+//! number in that node's sequence, so a receiver can put them in order, drop repeats and ask
+//! for what it missed (`cluster::sequence`).
 
 use serde::{Deserialize, Serialize};
 
@@ -130,6 +132,37 @@ pub enum Body {
         /// User id.
         user_id: String,
     },
+    /// The link's own bookkeeping (re-publishing what a node missed); handled by the link,
+    /// never handed to a shard.
+    Link(LinkControl),
+}
+
+/// What the links of two nodes say to each other about the sequence of ordered envelopes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum LinkControl {
+    /// "Each named node: re-publish your ordered envelopes numbered above the given one."
+    Replay {
+        /// (node id, last sequence number received in order from it).
+        from: Vec<(String, u64)>,
+    },
+    /// "My ordered envelopes up to `upto` that you have not received are gone": the answer to
+    /// a [`LinkControl::Replay`] reaching below what the origin still keeps.
+    Lost {
+        /// Last sequence number that can no longer be re-published.
+        upto: u64,
+    },
+}
+
+impl Body {
+    /// Whether the body is numbered in its node's sequence (delivered in order, without
+    /// repeats, re-published when missed). Heartbeats, cross-node queries (answered within
+    /// `query_timeout_ms` or never) and the link's own messages are not.
+    pub fn is_ordered(&self) -> bool {
+        !matches!(
+            self,
+            Body::Heartbeat | Body::Query { .. } | Body::Answer { .. } | Body::Link(_)
+        )
+    }
 }
 
 /// One message on the bus.
@@ -137,6 +170,11 @@ pub enum Body {
 pub struct Envelope {
     /// Origin node id.
     pub node: String,
+    /// For an ordered body ([`Body::is_ordered`]), its number in the origin's sequence (from 1);
+    /// for the others, the number of the last ordered envelope the origin sent before it, so a
+    /// receiver learns of a lost tail. 0: none yet.
+    #[serde(default)]
+    pub seq: u64,
     /// Content.
     #[serde(flatten)]
     pub body: Body,
@@ -163,6 +201,7 @@ mod tests {
         let envelopes = [
             Envelope {
                 node: "n1".into(),
+                seq: 4,
                 body: Body::Publish {
                     app: "1".into(),
                     channels: vec!["a".into(), "b".into()],
@@ -174,10 +213,19 @@ mod tests {
             },
             Envelope {
                 node: "n2".into(),
+                seq: 9,
                 body: Body::Heartbeat,
             },
             Envelope {
+                node: "n2".into(),
+                seq: 9,
+                body: Body::Link(LinkControl::Replay {
+                    from: vec![("n1".into(), 3)],
+                }),
+            },
+            Envelope {
                 node: "n3".into(),
+                seq: 0,
                 body: Body::Answer {
                     to: "n1".into(),
                     shard: 1,

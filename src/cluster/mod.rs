@@ -2,7 +2,9 @@
 //!
 //! - [`link`]: the Redis connections, on two OS threads beside the shards.
 //! - [`envelope`]: what nodes say to each other.
-//! - [`registry`]: which nodes are alive, from what was last heard of them.
+//! - [`registry`]: which nodes are alive, from what was last heard of them while the link was up.
+//! - [`replay_log`]: the publisher's bounded log of this node's numbered envelopes.
+//! - [`sequence`]: each other node's numbered envelopes put in order, repeats dropped.
 //!
 //! The task on shard 0 that receives the bus and keeps the registry is `runtime::bridge`; the
 //! shard's side is `shard::cluster_side`. Nothing here imports the shard.
@@ -15,3 +17,5 @@
 pub mod envelope;
 pub mod link;
 pub mod registry;
+pub mod replay_log;
+pub mod sequence;

@@ -1,5 +1,8 @@
 //! Which other nodes are alive: every envelope from a node counts as a sign of life; a node not
-//! heard from within the timeout is dead, and its state must go.
+//! heard from within the timeout is dead, and its state must go. Only time with *our own* link
+//! up counts: while it is down nobody can be heard, so nobody is timed out (and no presence
+//! member flaps for an outage of Redis or of our network); when it comes back, each node's
+//! silence resumes where it was.
 
 use ahash::AHashMap;
 use std::sync::Arc;
@@ -9,6 +12,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Default)]
 pub struct NodeRegistry {
     seen: AHashMap<Arc<str>, Instant>,
+    /// Since when our link has been down, if it is.
+    paused: Option<Instant>,
 }
 
 impl NodeRegistry {
@@ -24,8 +29,27 @@ impl NodeRegistry {
         (name, true)
     }
 
-    /// Removes and returns the nodes silent for longer than `timeout`.
+    /// Our link went down: stops the clocks.
+    pub fn pause(&mut self, now: Instant) {
+        self.paused.get_or_insert(now);
+    }
+
+    /// Our link is back: moves every node's last sign of life forward by the time it was down.
+    pub fn resume(&mut self, now: Instant) {
+        if let Some(since) = self.paused.take() {
+            let down = now.saturating_duration_since(since);
+            for seen in self.seen.values_mut() {
+                *seen += down;
+            }
+        }
+    }
+
+    /// Removes and returns the nodes silent for longer than `timeout` of link-up time (none
+    /// while the link is down).
     pub fn expire(&mut self, now: Instant, timeout: Duration) -> Vec<Arc<str>> {
+        if self.paused.is_some() {
+            return Vec::new();
+        }
         let dead: Vec<Arc<str>> = self
             .seen
             .iter()
@@ -65,5 +89,23 @@ mod tests {
         assert_eq!(registry.nodes().len(), 1);
         assert!(registry.remove("b"));
         assert!(!registry.remove("b"));
+    }
+
+    #[test]
+    fn time_with_our_link_down_does_not_count() {
+        let mut registry = NodeRegistry::default();
+        let start = Instant::now();
+        let at = |s| start + Duration::from_secs(s);
+        let timeout = Duration::from_secs(10);
+        registry.touch("a", start);
+        registry.pause(at(4));
+        assert!(registry.expire(at(30), timeout).is_empty());
+        registry.resume(at(30));
+        assert!(
+            registry.expire(at(35), timeout).is_empty(),
+            "4 s + 5 s of link-up silence"
+        );
+        let dead = registry.expire(at(37), timeout);
+        assert_eq!(dead.iter().map(|n| &**n).collect::<Vec<_>>(), vec!["a"]);
     }
 }

@@ -73,10 +73,14 @@ async fn handle(shard: &Rc<Shard>, registry: &mut NodeRegistry, item: Inbound, n
         Inbound::Linked => {
             // Tell everyone what this node has, and ask for what they have: after a start, a
             // restart of Redis, or an outage that may have lost messages.
+            registry.resume(now);
             shard.announce(true).await;
             return;
         }
-        Inbound::Unlinked => return,
+        Inbound::Unlinked => {
+            registry.pause(now);
+            return;
+        }
         Inbound::Envelope(envelope) => envelope,
     };
     if let Body::Goodbye = envelope.body {

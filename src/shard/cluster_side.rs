@@ -270,7 +270,7 @@ impl Shard {
                     self.terminate_on_every_shard(app, &user_id).await;
                 }
             }
-            Body::Heartbeat | Body::Goodbye => {}
+            Body::Heartbeat | Body::Goodbye | Body::Link(_) => {}
         }
     }
 
@@ -341,16 +341,7 @@ impl Shard {
         use std::sync::atomic::Ordering::Relaxed;
         crate::metrics::ProcessFacts {
             app_ids: self.apps().iter().map(|a| a.id().to_string()).collect(),
-            cluster: self.link().map(|link| {
-                let s = &link.stats;
-                (
-                    link.connected.load(Relaxed),
-                    s.published.load(Relaxed),
-                    s.received.load(Relaxed),
-                    s.dropped.load(Relaxed),
-                    s.reconnects.load(Relaxed),
-                )
-            }),
+            cluster: self.link().map(|link| link.facts()),
             webhooks: self.webhooks.sink().map(|w| {
                 let s = &w.stats;
                 (

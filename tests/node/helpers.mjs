@@ -612,6 +612,7 @@ export const clusterPrefix = (label) => `warren-test-${label}-${process.pid}-${D
 /**
  * TOML for one cluster node: `[server]`, the default app and `[cluster]`.
  * `extraToml` goes at the very end (bare keys there land in `[cluster]`).
+ * `nodeTimeout` / `heartbeatInterval` null: the line is left out (the server's default).
  */
 export function clusterConfig({ redisPort, prefix, nodeTimeout = 3, heartbeatInterval = 1, extraToml = '' }) {
   return `
@@ -627,8 +628,8 @@ secret = "${DEFAULT_APP.secret}"
 [cluster]
 redis_url = "redis://127.0.0.1:${redisPort}/0"
 prefix = "${prefix}"
-node_timeout = ${nodeTimeout}
-heartbeat_interval = ${heartbeatInterval}
+${nodeTimeout === null ? '' : `node_timeout = ${nodeTimeout}`}
+${heartbeatInterval === null ? '' : `heartbeat_interval = ${heartbeatInterval}`}
 ${extraToml}
 `;
 }
