@@ -24,7 +24,7 @@ pub async fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
         ClientMessage::Subscribe(request) => subscribe(shard, conn, request).await,
         ClientMessage::Unsubscribe { channel } => unsubscribe(shard, conn, &channel).await,
         ClientMessage::ClientEvent(event) => client_event(shard, conn, event).await,
-        ClientMessage::Signin => conn.send_error(
+        ClientMessage::Signin(_) => conn.send_error(
             Some(codes::UNAUTHORIZED),
             "User sign-in (pusher:signin) is not supported by this server yet",
         ),

@@ -22,8 +22,8 @@ pub enum ClientMessage<'a> {
         /// Channel to leave.
         channel: Cow<'a, str>,
     },
-    /// `pusher:signin` (user authentication).
-    Signin,
+    /// `pusher:signin` (user authentication); checked by `auth::signin`.
+    Signin(Signin<'a>),
     /// A `client-` event to relay.
     ClientEvent(ClientEvent<'a>),
     /// Any other event name.
@@ -42,6 +42,20 @@ pub struct Subscribe<'a> {
     /// Presence member data, exactly as signed: a JSON document inside a JSON string.
     #[serde(borrow, default)]
     pub channel_data: Option<Cow<'a, str>>,
+}
+
+/// The body of `pusher:signin` (PROTOCOL.md §2.9): `{"auth":"<key>:<hex>","user_data":"…"}`.
+///
+/// `user_data` is kept exactly as sent, because it is what was signed and what
+/// `pusher:signin_success` echoes back.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct Signin<'a> {
+    /// `"<key>:<hex HMAC-SHA256 of socket_id::user::user_data>"`.
+    #[serde(borrow)]
+    pub auth: Cow<'a, str>,
+    /// The user's JSON document, as a JSON string (`{"id":…,"user_info":…,"watchlist":[…]}`).
+    #[serde(borrow)]
+    pub user_data: Cow<'a, str>,
 }
 
 /// A `client-` event as received.
@@ -93,7 +107,7 @@ pub fn decode(text: &str) -> Result<ClientMessage<'_>, DecodeError> {
                 channel: body.channel,
             }
         }
-        "pusher:signin" => ClientMessage::Signin,
+        "pusher:signin" => ClientMessage::Signin(decode_data(data, "pusher:signin")?),
         name if name.starts_with(super::names::CLIENT_EVENT_PREFIX) => {
             ClientMessage::ClientEvent(ClientEvent {
                 event: envelope.event,
@@ -208,6 +222,29 @@ mod tests {
             s.channel_data.as_deref(),
             Some(r#"{"user_id":10,  "user_info":{"name":"Mr. Channels"}}"#)
         );
+    }
+
+    #[test]
+    fn decodes_signin_keeping_user_data_exactly() {
+        let object = r#"{"event":"pusher:signin","data":{"auth":"k:abc","user_data":"{\"id\":\"42\",  \"watchlist\":[\"7\"]}"}}"#;
+        let string = r#"{"event":"pusher:signin","data":"{\"auth\":\"k:abc\",\"user_data\":\"{\\\"id\\\":\\\"42\\\",  \\\"watchlist\\\":[\\\"7\\\"]}\"}"}"#;
+        for text in [object, string] {
+            let ClientMessage::Signin(signin) = decode(text).unwrap() else {
+                panic!("{text}")
+            };
+            assert_eq!(signin.auth, "k:abc");
+            assert_eq!(signin.user_data, r#"{"id":"42",  "watchlist":["7"]}"#);
+        }
+        for bad in [
+            r#"{"event":"pusher:signin"}"#,
+            r#"{"event":"pusher:signin","data":{}}"#,
+            r#"{"event":"pusher:signin","data":{"auth":"k:s"}}"#,
+            r#"{"event":"pusher:signin","data":{"user_data":"{}"}}"#,
+            r#"{"event":"pusher:signin","data":{"auth":"k:s","user_data":{"id":"1"}}}"#,
+            r#"{"event":"pusher:signin","data":{"auth":5,"user_data":"{}"}}"#,
+        ] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

@@ -84,7 +84,8 @@ impl InvalidChannelName {
     }
 }
 
-fn is_channel_char(b: u8) -> bool {
+/// Whether `b` may appear in a channel name or a user id: `A-Za-z0-9_-=@,.;` (PROTOCOL.md §3.1).
+pub fn is_channel_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.' | b';')
 }
 
