@@ -15,5 +15,6 @@ pub mod metrics;
 pub mod protocol;
 pub mod server;
 pub mod shard;
+pub mod users;
 pub mod webhooks;
 pub mod ws;
