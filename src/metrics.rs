@@ -20,6 +20,7 @@ pub struct ShardMetrics {
     client_events_rejected: RefCell<BTreeMap<&'static str, u64>>,
     http_requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
     send_queue_overflows: Cell<u64>,
+    cache_evictions: Cell<u64>,
     latency_buckets: RefCell<[u64; LATENCY_BUCKETS.len()]>,
     latency_count: Cell<u64>,
     latency_sum: Cell<f64>,
@@ -99,6 +100,12 @@ impl ShardMetrics {
             .set(self.send_queue_overflows.get() + 1);
     }
 
+    /// `n` cache-channel entries were evicted at the cache's bounds (`channels::cache`).
+    pub fn cache_evicted(&self, n: usize) {
+        self.cache_evictions
+            .set(self.cache_evictions.get() + n as u64);
+    }
+
     /// A publish reached this shard's sockets `seconds` after it was made.
     pub fn publish_latency(&self, seconds: f64) {
         let mut buckets = self.latency_buckets.borrow_mut();
@@ -131,6 +138,7 @@ impl ShardMetrics {
                 .map(|((r, s), v)| ((r.to_string(), *s), *v))
                 .collect(),
             send_queue_overflows: self.send_queue_overflows.get(),
+            cache_evictions: self.cache_evictions.get(),
             latency_buckets: self.latency_buckets.borrow().to_vec(),
             latency_count: self.latency_count.get(),
             latency_sum: self.latency_sum.get(),
@@ -166,6 +174,8 @@ pub struct Snapshot {
     pub http_requests: BTreeMap<(String, u16), u64>,
     /// Send-queue overflows.
     pub send_queue_overflows: u64,
+    /// Cache-channel entries evicted at the cache's bounds.
+    pub cache_evictions: u64,
     /// Cumulative histogram buckets of publish-to-write latency.
     pub latency_buckets: Vec<u64>,
     /// Observations in the histogram.
@@ -196,6 +206,7 @@ impl Snapshot {
             *self.http_requests.entry(key).or_default() += n;
         }
         self.send_queue_overflows += other.send_queue_overflows;
+        self.cache_evictions += other.cache_evictions;
         if self.latency_buckets.len() < other.latency_buckets.len() {
             self.latency_buckets.resize(other.latency_buckets.len(), 0);
         }
@@ -355,6 +366,17 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
         out,
         "warren_send_queue_overflows_total {}",
         snapshot.send_queue_overflows
+    );
+    metric(
+        &mut out,
+        "warren_cache_evictions_total",
+        "counter",
+        "Cache-channel entries evicted because an app's cache was at its channel or byte bound.",
+    );
+    let _ = writeln!(
+        out,
+        "warren_cache_evictions_total {}",
+        snapshot.cache_evictions
     );
     metric(
         &mut out,

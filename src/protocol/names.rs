@@ -10,6 +10,22 @@ pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 /// Prefix every client event name must carry.
 pub const CLIENT_EVENT_PREFIX: &str = "client-";
 
+/// Prefixes of cache channels (PROTOCOL.md §3.3): `cache-` is public, the others keep the
+/// behaviour of their base kind ([`ChannelKind::of`] still answers that kind).
+pub const CACHE_PREFIXES: [&str; 4] = [
+    "cache-",
+    "private-cache-",
+    "private-encrypted-cache-",
+    "presence-cache-",
+];
+
+/// Whether `name` is a cache channel: its last event is replayed to new subscribers. Kept apart
+/// from [`ChannelKind`] because a cache channel is also public, private, encrypted or presence,
+/// and every check of the kind must keep holding for it.
+pub fn is_cache_channel(name: &str) -> bool {
+    CACHE_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
+
 /// What a channel name means for authorization and delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChannelKind {
@@ -114,7 +130,12 @@ pub fn validate_channel_name(
 
 /// Checks an event name's length (1 to 200 bytes).
 pub fn valid_event_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_EVENT_NAME_LENGTH
+    valid_event_name_within(name, MAX_EVENT_NAME_LENGTH)
+}
+
+/// Checks an event name's length against an app's limit (1 to `max_len` bytes).
+pub fn valid_event_name_within(name: &str, max_len: usize) -> bool {
+    !name.is_empty() && name.len() <= max_len
 }
 
 #[cfg(test)]
@@ -135,6 +156,32 @@ mod tests {
         assert_eq!(
             ChannelKind::of("#server-to-user-42"),
             ChannelKind::ServerToUser
+        );
+    }
+
+    #[test]
+    fn cache_channels_are_the_four_anchored_prefixes() {
+        for name in [
+            "cache-x",
+            "private-cache-x",
+            "private-encrypted-cache-x",
+            "presence-cache-x",
+        ] {
+            assert!(is_cache_channel(name), "{name}");
+        }
+        for name in [
+            "x-cache-y",
+            "private-x",
+            "presence-x",
+            "cachex",
+            "encrypted-cache-x",
+        ] {
+            assert!(!is_cache_channel(name), "{name}");
+        }
+        assert_eq!(ChannelKind::of("presence-cache-x"), ChannelKind::Presence);
+        assert_eq!(
+            ChannelKind::of("private-encrypted-cache-x"),
+            ChannelKind::PrivateEncrypted
         );
     }
 
@@ -179,5 +226,8 @@ mod tests {
         assert!(valid_event_name("client-x"));
         assert!(!valid_event_name(""));
         assert!(!valid_event_name(&"e".repeat(201)));
+        assert!(valid_event_name_within(&"e".repeat(300), 300));
+        assert!(!valid_event_name_within(&"e".repeat(301), 300));
+        assert!(!valid_event_name_within("", 300));
     }
 }
