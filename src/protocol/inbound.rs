@@ -139,10 +139,14 @@ fn decode_data<'a, T: Deserialize<'a>>(
 /// Presence member data parsed from `channel_data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceMember {
-    /// The user id as a string (numbers are compared by their decimal text).
+    /// The user id as a string (an integer is taken as its decimal text).
     pub user_id: String,
-    /// The user id exactly as it appeared in `channel_data` (`"42"` or `42`), echoed in member
-    /// events.
+    /// [`Self::user_id`] as a JSON string literal (`"42"` for both `"42"` and `42`): the form
+    /// every outbound message uses. One rule for user ids everywhere Warren sends them
+    /// (`member_added`, `member_removed`, `ids`, `hash`, client-event `user_id`, webhooks): a
+    /// string. pusher-js keys members by string anyway, Echo hands out `user_info` only, the
+    /// SDKs' webhook validators do not look at the type, and clients that crash on numeric ids
+    /// (pusher-websocket-java #19) are spared (PROTOCOL.md §7.3).
     pub user_id_json: String,
     /// `user_info` as raw JSON, or `None` when absent.
     pub user_info_json: Option<String>,
@@ -182,8 +186,8 @@ pub fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, DecodeEr
         )));
     }
     Ok(PresenceMember {
+        user_id_json: serde_json::to_string(&user_id).expect("strings serialize"),
         user_id,
-        user_id_json: raw_id.get().to_string(),
         user_info_json: parsed
             .user_info
             .filter(|i| i.get() != "null")
@@ -294,10 +298,17 @@ mod tests {
     fn channel_data_rules() {
         let m = parse_channel_data(r#"{"user_id":10,"user_info":{"name":"A"}}"#).unwrap();
         assert_eq!(m.user_id, "10");
-        assert_eq!(m.user_id_json, "10");
+        assert_eq!(m.user_id_json, r#""10""#);
         assert_eq!(m.user_info_json.as_deref(), Some(r#"{"name":"A"}"#));
         let m = parse_channel_data(r#"{"user_id":"u1"}"#).unwrap();
         assert_eq!(m.user_id_json, r#""u1""#);
+        let m = parse_channel_data(r#"{"user_id":-7}"#).unwrap();
+        assert_eq!(
+            (m.user_id.as_str(), m.user_id_json.as_str()),
+            ("-7", r#""-7""#)
+        );
+        let m = parse_channel_data(r#"{"user_id":"a\"b"}"#).unwrap();
+        assert_eq!(m.user_id_json, r#""a\"b""#);
         assert_eq!(m.user_info_json, None);
         for bad in [
             "{}",

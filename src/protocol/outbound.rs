@@ -92,7 +92,8 @@ pub fn subscription_error(channel: &str, kind: &str, message: &str, status: u16)
     )
 }
 
-/// `pusher_internal:member_added`; ids and info are echoed exactly as received.
+/// `pusher_internal:member_added`; `user_id_json` is the member's id as a JSON string literal
+/// (`PresenceMember::user_id_json`), `user_info_json` its info exactly as received.
 pub fn member_added(channel: &str, user_id_json: &str, user_info_json: Option<&str>) -> String {
     let mut inner = format!(r#"{{"user_id":{user_id_json}"#);
     if let Some(info) = user_info_json {
@@ -295,10 +296,17 @@ mod tests {
     }
 
     #[test]
-    fn member_events_echo_the_user_id_and_use_string_data() {
-        let added = parse(&member_added("presence-r", "42", Some(r#"{"n":1}"#)));
+    fn member_events_carry_a_string_user_id_and_use_string_data() {
+        let member =
+            crate::protocol::inbound::parse_channel_data(r#"{"user_id":42,"user_info":{"n":1}}"#)
+                .unwrap();
+        let added = parse(&member_added(
+            "presence-r",
+            &member.user_id_json,
+            member.user_info_json.as_deref(),
+        ));
         let data = parse(added["data"].as_str().unwrap());
-        assert_eq!(data["user_id"], 42);
+        assert_eq!(data["user_id"], "42");
         assert_eq!(data["user_info"]["n"], 1);
         let removed = parse(&member_removed("presence-r", r#""u1""#));
         assert_eq!(parse(removed["data"].as_str().unwrap())["user_id"], "u1");
