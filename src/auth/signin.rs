@@ -2,11 +2,27 @@
 //! `"<app key>:<lower-hex HMAC-SHA256(secret, "<socket_id>::user::<user_data>")>"`, compared in
 //! constant time; a good signature's `user_data` is then parsed by `protocol::signin`.
 //!
-//! The shard calls [`verify_signin`] when a `pusher:signin` arrives on a socket that is not yet
-//! signed in (`protocol::signin::check_not_signed_in` first).
+//! The shard calls [`sign_in`] when a `pusher:signin` arrives; on `Ok` it registers the user
+//! (`users::local::LocalUsers::sign_in`, then the user's home shard) and answers
+//! `outbound::signin_success(&signin.user_data)`, then the watchlist warning if any; on `Err`
+//! it sends `error.error_frame()` and changes nothing.
 
 use crate::protocol::inbound::Signin;
-use crate::protocol::signin::{parse_user_data, SignedInUser, SigninError};
+use crate::protocol::signin::{check_not_signed_in, parse_user_data, SignedInUser, SigninError};
+use std::sync::Arc;
+
+/// The whole check of a `pusher:signin` on a socket currently signed in as `current` (if at
+/// all): one sign-in per connection, then the signature, then `user_data`.
+pub fn sign_in(
+    app_key: &str,
+    secret: &str,
+    socket_id: &str,
+    current: Option<&Arc<str>>,
+    signin: &Signin<'_>,
+) -> Result<SignedInUser, SigninError> {
+    check_not_signed_in(current)?;
+    verify_signin(app_key, secret, socket_id, signin)
+}
 
 /// The string a sign-in signs: `socket_id::user::user_data`.
 pub fn user_string_to_sign(socket_id: &str, user_data: &str) -> String {
@@ -79,6 +95,23 @@ mod tests {
                 "{auth} {user_data} {socket}"
             );
         }
+    }
+
+    #[test]
+    fn sign_in_refuses_a_second_sign_in_before_looking_at_the_signature() {
+        let auth = format!("{KEY}:{VECTOR}");
+        let request = signin(&auth, USER_DATA);
+        let user = sign_in(KEY, SECRET, "1234.1234", None, &request).unwrap();
+        assert_eq!(
+            sign_in(KEY, SECRET, "1234.1234", Some(&user.id), &request),
+            Err(SigninError::AlreadySignedIn {
+                current: user.id.clone()
+            })
+        );
+        assert!(matches!(
+            sign_in(KEY, SECRET, "1234.1234", None, &signin("", USER_DATA)),
+            Err(SigninError::BadSignature(_))
+        ));
     }
 
     #[test]

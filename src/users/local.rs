@@ -9,6 +9,7 @@
 use crate::protocol::signin::SignedInUser;
 use crate::protocol::SocketId;
 use ahash::AHashMap;
+use smallvec::SmallVec;
 use std::sync::Arc;
 
 /// What the registry keeps for one signed-in socket.
@@ -19,8 +20,12 @@ struct SignedInSocket {
     watchlist: Box<[Arc<str>]>,
 }
 
+/// A user's sockets (or a watched user's watchers) on this shard: one is kept inline, so the
+/// common single-socket user costs no allocation of its own.
+type Sockets = SmallVec<[SocketId; 1]>;
+
 /// Sockets per user id, for one app.
-type SocketsByUser = AHashMap<Arc<str>, Vec<SocketId>>;
+type SocketsByUser = AHashMap<Arc<str>, Sockets>;
 
 /// The signed-in sockets of one shard.
 #[derive(Debug, Default)]
@@ -70,9 +75,7 @@ impl LocalUsers {
         }
         let users = self.by_user.entry(app).or_default();
         let id = interned(users, &user.id);
-        let sockets = users
-            .entry(id.clone())
-            .or_insert_with(|| Vec::with_capacity(1));
+        let sockets = users.entry(id.clone()).or_default();
         sockets.push(socket);
         let first_on_shard = sockets.len() == 1;
         let watchers = self.watchers.entry(app).or_default();
@@ -81,10 +84,7 @@ impl LocalUsers {
             .iter()
             .map(|watched| {
                 let watched = interned(watchers, watched);
-                watchers
-                    .entry(watched.clone())
-                    .or_insert_with(|| Vec::with_capacity(1))
-                    .push(socket);
+                watchers.entry(watched.clone()).or_default().push(socket);
                 watched
             })
             .collect();
@@ -158,7 +158,7 @@ fn lookup<'a>(index: &'a AHashMap<u32, SocketsByUser>, app: u32, user: &str) -> 
     index
         .get(&app)
         .and_then(|users| users.get(user))
-        .map_or(&[], Vec::as_slice)
+        .map_or(&[], |sockets| sockets.as_slice())
 }
 
 /// Removes `socket` from `index[app][user]`, dropping emptied entries; whether the entry is gone.
