@@ -7,6 +7,14 @@ pub const MAX_EVENT_NAME_LENGTH: usize = 200;
 /// Prefix of the per-user channel that signed-in sockets receive server messages on.
 pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 
+/// The user id a `#server-to-user-{id}` channel names (for routing `sendToUser` by identity);
+/// `None` for any other channel or an empty id.
+pub fn server_to_user_id(channel: &str) -> Option<&str> {
+    channel
+        .strip_prefix(SERVER_TO_USER_PREFIX)
+        .filter(|id| !id.is_empty())
+}
+
 /// Prefix every client event name must carry.
 pub const CLIENT_EVENT_PREFIX: &str = "client-";
 
@@ -157,6 +165,14 @@ mod tests {
             ChannelKind::of("#server-to-user-42"),
             ChannelKind::ServerToUser
         );
+    }
+
+    #[test]
+    fn server_to_user_channels_name_their_user() {
+        assert_eq!(server_to_user_id("#server-to-user-42"), Some("42"));
+        assert_eq!(server_to_user_id("#server-to-user-"), None);
+        assert_eq!(server_to_user_id("server-to-user-42"), None);
+        assert_eq!(server_to_user_id("private-x"), None);
     }
 
     #[test]
