@@ -47,14 +47,15 @@ pub struct Subscribe<'a> {
 /// The body of `pusher:signin` (PROTOCOL.md §2.9): `{"auth":"<key>:<hex>","user_data":"…"}`.
 ///
 /// `user_data` is kept exactly as sent, because it is what was signed and what
-/// `pusher:signin_success` echoes back.
+/// `pusher:signin_success` echoes back. A missing member reads as empty, so that a sign-in
+/// without `auth` is refused as a bad signature (4009), not as an undecodable message.
 #[derive(Debug, PartialEq, Deserialize)]
 pub struct Signin<'a> {
     /// `"<key>:<hex HMAC-SHA256 of socket_id::user::user_data>"`.
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     pub auth: Cow<'a, str>,
     /// The user's JSON document, as a JSON string (`{"id":…,"user_info":…,"watchlist":[…]}`).
-    #[serde(borrow)]
+    #[serde(borrow, default)]
     pub user_data: Cow<'a, str>,
 }
 
@@ -239,11 +240,19 @@ mod tests {
             assert_eq!(signin.auth, "k:abc");
             assert_eq!(signin.user_data, r#"{"id":"42",  "watchlist":["7"]}"#);
         }
+        let ClientMessage::Signin(missing) =
+            decode(r#"{"event":"pusher:signin","data":{"user_data":"{}"}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (missing.auth.as_ref(), missing.user_data.as_ref()),
+            ("", "{}")
+        );
         for bad in [
             r#"{"event":"pusher:signin"}"#,
-            r#"{"event":"pusher:signin","data":{}}"#,
-            r#"{"event":"pusher:signin","data":{"auth":"k:s"}}"#,
-            r#"{"event":"pusher:signin","data":{"user_data":"{}"}}"#,
+            r#"{"event":"pusher:signin","data":"not json"}"#,
+            r#"{"event":"pusher:signin","data":5}"#,
             r#"{"event":"pusher:signin","data":{"auth":"k:s","user_data":{"id":"1"}}}"#,
             r#"{"event":"pusher:signin","data":{"auth":5,"user_data":"{}"}}"#,
         ] {
