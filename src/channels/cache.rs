@@ -234,6 +234,7 @@ impl ChannelCache {
             count_evictions(cache.make_room(bytes, limits));
             cache.insert(channel, None, now + limits.ttl);
         }
+        self.drop_if_empty(app);
         Replay::Miss { webhook: true }
     }
 
@@ -458,10 +459,15 @@ mod tests {
         cache.store(0, "cache-t", frame("cache-t", &"x".repeat(500)), t0, &tiny);
         assert_eq!(cache.info(0, "cache-t", t0), None);
         assert_eq!(cache.usage(0), (0, 0));
+        let none = CacheLimits {
+            max_channels: 0,
+            ..tiny
+        };
         assert_eq!(
-            cache.replay(0, "cache-t", t0, &tiny),
+            cache.replay(0, "cache-t", t0, &none),
             Replay::Miss { webhook: true }
         );
+        assert!(cache.apps.is_empty());
     }
 
     #[test]
