@@ -73,13 +73,14 @@ impl Default for WebhookSettings {
 }
 
 /// The webhook event names (PROTOCOL.md §6.3).
-pub const WEBHOOK_EVENTS: [&str; 6] = [
+pub const WEBHOOK_EVENTS: [&str; 7] = [
     "channel_occupied",
     "channel_vacated",
     "member_added",
     "member_removed",
     "client_event",
     "subscription_count",
+    "cache_miss",
 ];
 
 /// One webhook receiver of an app.
@@ -99,13 +100,30 @@ pub struct WebhookTarget {
     pub headers: std::collections::BTreeMap<String, String>,
 }
 
-/// Which channels' events a webhook target receives.
+/// Which channels' events a webhook target receives: those whose name starts with
+/// `channel_prefix` and ends with `channel_suffix` (each, when given).
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WebhookFilter {
     /// Channel name prefix, e.g. `presence-`.
     #[serde(default)]
     pub channel_prefix: Option<String>,
+    /// Channel name suffix, e.g. `-admin`.
+    #[serde(default)]
+    pub channel_suffix: Option<String>,
+}
+
+impl WebhookFilter {
+    /// Whether events of `channel` pass the filter.
+    pub fn matches(&self, channel: &str) -> bool {
+        self.channel_prefix
+            .as_deref()
+            .is_none_or(|prefix| channel.starts_with(prefix))
+            && self
+                .channel_suffix
+                .as_deref()
+                .is_none_or(|suffix| channel.ends_with(suffix))
+    }
 }
 
 /// Settings of the Redis-backed cluster.
@@ -261,9 +279,21 @@ pub struct AppConfig {
     /// Largest event `data`, in bytes.
     #[serde(default = "default_event_payload")]
     pub max_event_payload_bytes: usize,
-    /// Longest channel name, in bytes.
+    /// Longest channel name, in bytes (200, what the server SDKs check; at most
+    /// [`MAX_CHANNEL_NAME_LENGTH_CEILING`]).
     #[serde(default = "default_channel_name_length")]
     pub max_channel_name_length: usize,
+    /// Longest event name, in bytes (200, what the SDKs and soketi check; at most
+    /// [`MAX_EVENT_NAME_LENGTH_CEILING`]).
+    #[serde(default = "default_event_name_length")]
+    pub max_event_name_length: usize,
+    /// Most channels one HTTP API event may target (100, as Pusher).
+    #[serde(default = "default_channels_per_event")]
+    pub max_channels_per_event: usize,
+    /// Largest HTTP API request body, in bytes (1 MiB; at most
+    /// [`MAX_REQUEST_BODY_BYTES_CEILING`]). Beyond it: 413.
+    #[serde(default = "default_request_body_bytes")]
+    pub max_request_body_bytes: usize,
     /// Most distinct users in one presence channel.
     #[serde(default = "default_presence_members")]
     pub max_presence_members: usize,
@@ -283,7 +313,34 @@ pub struct AppConfig {
     /// Whether `subscription_count` webhooks are sent (non-presence channels).
     #[serde(default)]
     pub enable_subscription_count_webhooks: bool,
+    /// Whether subscribers of non-presence channels get `pusher_internal:subscription_count`
+    /// on every change of the channel's count (Pusher's dashboard switch).
+    #[serde(default)]
+    pub enable_subscription_count_events: bool,
+    /// Seconds a connection has to sign in (or subscribe to a private or presence channel)
+    /// before it is closed with 4009 (Pusher's "authorized connections"); `None`: no limit.
+    #[serde(default)]
+    pub signin_timeout_secs: Option<u64>,
+    /// Seconds a cache channel's last event is kept (30 minutes, as Pusher).
+    #[serde(default = "default_cache_ttl")]
+    pub cache_ttl_secs: u64,
+    /// Most cache channels with a kept event (or miss marker) on this node; the oldest go first.
+    #[serde(default = "default_cache_channels")]
+    pub max_cache_channels: usize,
+    /// Most bytes of kept cache-channel events on this node; the oldest go first.
+    #[serde(default = "default_cache_bytes")]
+    pub max_cache_bytes: usize,
 }
+
+/// Highest `max_channel_name_length` accepted. Names over 200 bytes are refused by the server
+/// SDKs themselves, so a larger limit only serves clients that build their own requests.
+pub const MAX_CHANNEL_NAME_LENGTH_CEILING: usize = 1024;
+
+/// Highest `max_event_name_length` accepted.
+pub const MAX_EVENT_NAME_LENGTH_CEILING: usize = 1024;
+
+/// Highest `max_request_body_bytes` accepted; the HTTP reader never buffers more than this.
+pub const MAX_REQUEST_BODY_BYTES_CEILING: usize = 16 * 1024 * 1024;
 
 /// Accepts a TOML string or integer as text.
 fn string_or_integer<'de, D: serde::Deserializer<'de>>(
@@ -316,6 +373,24 @@ fn default_event_payload() -> usize {
 }
 fn default_channel_name_length() -> usize {
     200
+}
+fn default_event_name_length() -> usize {
+    200
+}
+fn default_channels_per_event() -> usize {
+    100
+}
+fn default_request_body_bytes() -> usize {
+    1024 * 1024
+}
+fn default_cache_ttl() -> u64 {
+    30 * 60
+}
+fn default_cache_channels() -> usize {
+    10_000
+}
+fn default_cache_bytes() -> usize {
+    64 * 1024 * 1024
 }
 fn default_presence_members() -> usize {
     100
@@ -446,6 +521,16 @@ impl Config {
         Ok(())
     }
 
+    /// The largest `max_request_body_bytes` of any app: what the HTTP reader must be ready to
+    /// buffer before it knows which app a request is for.
+    pub fn largest_request_body(&self) -> usize {
+        self.apps
+            .iter()
+            .map(|a| a.max_request_body_bytes)
+            .max()
+            .unwrap_or(0)
+    }
+
     /// Whether any app still uses the published default secret.
     pub fn uses_default_secret(&self) -> bool {
         self.apps.iter().any(|a| a.secret == DEFAULT_SECRET)
@@ -551,6 +636,50 @@ impl ClusterConfig {
 }
 
 impl AppConfig {
+    /// The limits users may set, each within 1 and its ceiling.
+    fn validate_limits(&self, index: usize) -> Result<(), ConfigError> {
+        let limits = [
+            (
+                "max_channel_name_length",
+                self.max_channel_name_length,
+                MAX_CHANNEL_NAME_LENGTH_CEILING,
+            ),
+            (
+                "max_event_name_length",
+                self.max_event_name_length,
+                MAX_EVENT_NAME_LENGTH_CEILING,
+            ),
+            (
+                "max_channels_per_event",
+                self.max_channels_per_event,
+                10_000,
+            ),
+            (
+                "max_request_body_bytes",
+                self.max_request_body_bytes,
+                MAX_REQUEST_BODY_BYTES_CEILING,
+            ),
+            ("cache_ttl_secs", self.cache_ttl_secs as usize, 24 * 3600),
+            ("max_cache_channels", self.max_cache_channels, usize::MAX),
+            ("max_cache_bytes", self.max_cache_bytes, usize::MAX),
+        ];
+        for (name, value, ceiling) in limits {
+            if value == 0 || value > ceiling {
+                return Err(ConfigError::new(
+                    format!("apps[{index}].{name}"),
+                    format!("must be between 1 and {ceiling}"),
+                ));
+            }
+        }
+        if self.signin_timeout_secs == Some(0) {
+            return Err(ConfigError::new(
+                format!("apps[{index}].signin_timeout_secs"),
+                "must be greater than 0 (leave it out for no limit)",
+            ));
+        }
+        Ok(())
+    }
+
     fn validate(&self, index: usize) -> Result<(), ConfigError> {
         let key = |k: &str| format!("apps[{index}].{k}");
         if self.id.is_empty() || !self.id.bytes().all(|b| b.is_ascii_digit()) {
@@ -576,12 +705,7 @@ impl AppConfig {
         if self.secret.is_empty() {
             return Err(ConfigError::new(key("secret"), "must not be empty"));
         }
-        if self.max_channel_name_length == 0 || self.max_channel_name_length > 200 {
-            return Err(ConfigError::new(
-                key("max_channel_name_length"),
-                "must be between 1 and 200",
-            ));
-        }
+        self.validate_limits(index)?;
         if self.max_event_payload_bytes == 0 {
             return Err(ConfigError::new(
                 key("max_event_payload_bytes"),
@@ -837,6 +961,68 @@ secret = "s""#,
         assert_eq!(
             Config::from_toml_str(&bad).unwrap_err().key,
             "apps[0].webhooks[0].events"
+        );
+    }
+
+    #[test]
+    fn limits_default_to_pushers_values_and_are_checked() {
+        let app = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let config = Config::from_toml_str(app).unwrap();
+        let a = &config.apps[0];
+        assert_eq!(
+            (
+                a.max_channel_name_length,
+                a.max_event_name_length,
+                a.max_channels_per_event,
+                a.max_request_body_bytes,
+            ),
+            (200, 200, 100, 1024 * 1024)
+        );
+        assert_eq!((a.cache_ttl_secs, a.signin_timeout_secs), (1800, None));
+        assert!(!a.enable_subscription_count_events);
+        assert_eq!(config.largest_request_body(), 1024 * 1024);
+        let raised = format!("{app}max_channel_name_length = 400\nmax_event_name_length = 300\nmax_channels_per_event = 500\nmax_request_body_bytes = 4194304\nsignin_timeout_secs = 30\n");
+        let config = Config::from_toml_str(&raised).unwrap();
+        assert_eq!(config.apps[0].max_channel_name_length, 400);
+        assert_eq!(config.largest_request_body(), 4 * 1024 * 1024);
+        for (line, key) in [
+            ("max_channel_name_length = 0", "max_channel_name_length"),
+            ("max_channel_name_length = 1025", "max_channel_name_length"),
+            ("max_event_name_length = 0", "max_event_name_length"),
+            ("max_channels_per_event = 0", "max_channels_per_event"),
+            (
+                "max_request_body_bytes = 16777217",
+                "max_request_body_bytes",
+            ),
+            ("cache_ttl_secs = 0", "cache_ttl_secs"),
+            ("max_cache_bytes = 0", "max_cache_bytes"),
+            ("signin_timeout_secs = 0", "signin_timeout_secs"),
+        ] {
+            let err = Config::from_toml_str(&format!("{app}{line}\n")).unwrap_err();
+            assert_eq!(err.key, format!("apps[0].{key}"), "{line}: {err}");
+        }
+    }
+
+    #[test]
+    fn webhook_filters_match_prefix_and_suffix() {
+        let filter = |prefix: Option<&str>, suffix: Option<&str>| WebhookFilter {
+            channel_prefix: prefix.map(str::to_string),
+            channel_suffix: suffix.map(str::to_string),
+        };
+        assert!(filter(None, None).matches("anything"));
+        assert!(filter(Some("presence-"), None).matches("presence-room"));
+        assert!(!filter(Some("presence-"), None).matches("private-room"));
+        assert!(filter(None, Some("-admin")).matches("private-team-admin"));
+        assert!(!filter(None, Some("-admin")).matches("private-admin-team"));
+        let both = filter(Some("private-"), Some("-admin"));
+        assert!(both.matches("private-x-admin"));
+        assert!(!both.matches("presence-x-admin") && !both.matches("private-x"));
+        let app = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let text = format!("{app}webhooks = [{{ url = \"http://x\", events = [\"cache_miss\"], filter = {{ channel_suffix = \"-admin\" }} }}]\n");
+        let config = Config::from_toml_str(&text).unwrap();
+        assert_eq!(
+            config.apps[0].webhooks[0].filter.channel_suffix.as_deref(),
+            Some("-admin")
         );
     }
 

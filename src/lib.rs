@@ -18,5 +18,6 @@ pub mod server;
 pub mod session;
 pub mod shard;
 pub mod socket;
+pub mod users;
 pub mod webhooks;
 pub mod ws;

@@ -21,6 +21,7 @@ pub struct ShardMetrics {
     http_requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
     send_queue_overflows: Cell<u64>,
     runtime_events: RefCell<BTreeMap<&'static str, u64>>,
+    cache_evictions: Cell<u64>,
     latency_buckets: RefCell<[u64; LATENCY_BUCKETS.len()]>,
     latency_count: Cell<u64>,
     latency_sum: Cell<f64>,
@@ -116,6 +117,12 @@ impl ShardMetrics {
         self.runtime_event("gather_timeout");
     }
 
+    /// `n` cache-channel entries were evicted at the cache's bounds (`channels::cache`).
+    pub fn cache_evicted(&self, n: usize) {
+        self.cache_evictions
+            .set(self.cache_evictions.get() + n as u64);
+    }
+
     /// A publish reached this shard's sockets `seconds` after it was made.
     pub fn publish_latency(&self, seconds: f64) {
         let mut buckets = self.latency_buckets.borrow_mut();
@@ -154,6 +161,7 @@ impl ShardMetrics {
                 .iter()
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
+            cache_evictions: self.cache_evictions.get(),
             latency_buckets: self.latency_buckets.borrow().to_vec(),
             latency_count: self.latency_count.get(),
             latency_sum: self.latency_sum.get(),
@@ -191,6 +199,8 @@ pub struct Snapshot {
     pub send_queue_overflows: u64,
     /// Events at the runtime's bounds (mesh outbox full, fan-out queue full, gather timeouts…).
     pub runtime_events: BTreeMap<String, u64>,
+    /// Cache-channel entries evicted at the cache's bounds.
+    pub cache_evictions: u64,
     /// Cumulative histogram buckets of publish-to-write latency.
     pub latency_buckets: Vec<u64>,
     /// Observations in the histogram.
@@ -224,6 +234,7 @@ impl Snapshot {
         for (event, n) in other.runtime_events {
             *self.runtime_events.entry(event).or_default() += n;
         }
+        self.cache_evictions += other.cache_evictions;
         if self.latency_buckets.len() < other.latency_buckets.len() {
             self.latency_buckets.resize(other.latency_buckets.len(), 0);
         }
@@ -418,6 +429,17 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
     for (event, n) in &snapshot.runtime_events {
         let _ = writeln!(out, "warren_runtime_events_total{{event=\"{event}\"}} {n}");
     }
+    metric(
+        &mut out,
+        "warren_cache_evictions_total",
+        "counter",
+        "Cache-channel entries evicted because an app's cache was at its channel or byte bound.",
+    );
+    let _ = writeln!(
+        out,
+        "warren_cache_evictions_total {}",
+        snapshot.cache_evictions
+    );
     metric(
         &mut out,
         "warren_publish_to_write_seconds",

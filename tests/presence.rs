@@ -111,13 +111,14 @@ fn three_users_two_sockets_each(addr: SocketAddr, channel: &str) {
     assert_roster(&presence, &[("alice", alice_info.clone())]);
     quiet(&mut [&mut a1, &mut a2]);
 
-    // bob (numeric id) arrives: alice's sockets hear of it with the id as a number.
+    // bob (numeric id) arrives: alice's sockets hear of it with the id as a string, the one
+    // user_id rule (docs/architecture.md, "Protocol choices").
     let presence = b1.subscribe_presence(channel, BOB_NUMERIC);
     assert_roster(
         &presence,
         &[("alice", alice_info.clone()), ("7", bob_info.clone())],
     );
-    let bob_added = json!({"user_id": 7, "user_info": {"name": "Bob", "tags": [1, 2]}});
+    let bob_added = json!({"user_id": "7", "user_info": {"name": "Bob", "tags": [1, 2]}});
     expect_member_added(&mut a1, channel, bob_added.clone());
     expect_member_added(&mut a2, channel, bob_added);
     // Never to the socket that joined.
@@ -163,8 +164,8 @@ fn three_users_two_sockets_each(addr: SocketAddr, channel: &str) {
     b1.unsubscribe(channel);
     quiet(&mut [&mut a1, &mut a2, &mut b1, &mut b2]);
     b2.abort();
-    expect_member_removed(&mut a1, channel, json!(7));
-    expect_member_removed(&mut a2, channel, json!(7));
+    expect_member_removed(&mut a1, channel, json!("7"));
+    expect_member_removed(&mut a2, channel, json!("7"));
     b1.expect_quiet();
 
     // A newcomer sees only alice; a rejoining carol gets member_added again.
@@ -218,14 +219,16 @@ fn a_disconnect_leaves_every_presence_channel_of_the_socket() {
     }
     for room in &rooms {
         leaver.subscribe_presence(room, r#"{"user_id":99}"#);
-        expect_member_added(&mut watcher, room, json!({"user_id": 99}));
+        // An integer user_id goes out as its decimal text (docs/architecture.md, "Protocol
+        // choices").
+        expect_member_added(&mut watcher, room, json!({"user_id": "99"}));
     }
     leaver.subscribe("a-public-one-too");
     drop(leaver);
     let mut removed = BTreeSet::new();
     for _ in &rooms {
         let message = watcher.expect_event("pusher_internal:member_removed");
-        assert_eq!(data_of(&message), json!({"user_id": 99}));
+        assert_eq!(data_of(&message), json!({"user_id": "99"}));
         removed.insert(message["channel"].as_str().unwrap().to_string());
     }
     assert_eq!(removed, rooms.iter().cloned().collect::<BTreeSet<_>>());

@@ -1,8 +1,9 @@
 //! Signatures: HMAC-SHA256 over the exact strings PROTOCOL.md §4 and §5 define, checked in
 //! constant time. Channel auth strings have the form `"<app key>:<lower-hex HMAC>"`; signed HTTP
-//! API requests are [`request`]'s.
+//! API requests are [`request`]'s; user sign-ins (`socket_id::user::user_data`) are [`signin`]'s.
 
 pub mod request;
+pub mod signin;
 
 use hmac::{Hmac, Mac};
 use sha2::Sha256;

@@ -1,9 +1,11 @@
 //! Channels on one shard: the [`table::ChannelTable`] of local subscribers, and the
-//! [`presence::PresenceRosters`] this shard keeps as the home shard of some presence channels.
+//! [`presence::PresenceRosters`] and [`cache::ChannelCache`] this shard keeps as the home shard
+//! of some presence and cache channels.
 //!
 //! Both are plain single-threaded data structures owned by a shard; the shard runtime decides
 //! when to call them and sends the messages they ask for.
 
+pub mod cache;
 pub mod occupancy;
 pub mod presence;
 pub mod subscription_count;

@@ -1,6 +1,9 @@
 //! Presence rosters, kept by each channel's home shard (see [`super::home_shard`]): one member per
 //! user id, with a count of that user's sockets, so `member_added` fires on the first socket and
 //! `member_removed` after the last (PROTOCOL.md §7).
+//!
+//! User ids are one string each: `7` and `"7"` in `channel_data` are the same member, and every
+//! message and webhook names them as the string `"7"` (the rule in `PresenceMember::user_id_json`).
 
 use crate::protocol::inbound::PresenceMember;
 use crate::protocol::outbound;
@@ -372,7 +375,7 @@ mod tests {
         assert_eq!(
             rosters.leave(0, "presence-r", "7"),
             Left {
-                member_removed: Some("7".into()),
+                member_removed: Some(r#""7""#.into()),
                 last_local: true
             }
         );
@@ -437,6 +440,35 @@ mod tests {
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].2, "u1");
         assert_eq!(entries[0].4.as_deref(), Some(r#"{"a":1}"#));
+    }
+
+    #[test]
+    fn numeric_and_string_ids_of_one_text_are_one_member_named_by_a_string() {
+        let mut rosters = PresenceRosters::default();
+        let Joined::Member { roster_json, .. } =
+            rosters.join(0, "presence-n", &member(r#"{"user_id":7}"#), 100)
+        else {
+            panic!()
+        };
+        assert_eq!(
+            roster_json,
+            r#"{"presence":{"ids":["7"],"hash":{"7":null},"count":1}}"#
+        );
+        assert!(matches!(
+            rosters.join(0, "presence-n", &member(r#"{"user_id":"7"}"#), 100),
+            Joined::Member {
+                first_socket: false,
+                ..
+            }
+        ));
+        rosters.leave(0, "presence-n", "7");
+        let left = rosters.leave(0, "presence-n", "7");
+        let removed = left.member_removed.unwrap();
+        let text = outbound::member_removed("presence-n", &removed);
+        let frame: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let data: serde_json::Value =
+            serde_json::from_str(frame["data"].as_str().unwrap()).unwrap();
+        assert_eq!(data["user_id"], "7");
     }
 
     #[test]

@@ -8,8 +8,25 @@ use crate::protocol::names::{self, ChannelKind};
 use crate::protocol::SocketId;
 use serde_json::{Map, Value};
 
-/// Most channels one event may target.
+/// Most channels one event may target unless the app says otherwise (Pusher's limit; the
+/// app's `max_channels_per_event` applies).
 pub const MAX_CHANNELS_PER_EVENT: usize = 100;
+
+/// Checks a request body's length against the app's `max_request_body_bytes`: 413 beyond it.
+/// Call it with the `Content-Length` before reading the body (the reader's own ceiling is
+/// `Config::largest_request_body`).
+pub fn check_body_size(length: usize, app: &AppConfig) -> Result<(), ApiError> {
+    if length > app.max_request_body_bytes {
+        return Err(ApiError::new(
+            413,
+            format!(
+                "Request body too large: {length} bytes, at most {} allowed",
+                app.max_request_body_bytes
+            ),
+        ));
+    }
+    Ok(())
+}
 
 /// Attributes an `info` parameter may ask for.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -18,6 +35,8 @@ pub struct InfoRequest {
     pub user_count: bool,
     /// `subscription_count`.
     pub subscription_count: bool,
+    /// `cache` (cache channels, `GET /channels/{name}`).
+    pub cache: bool,
 }
 
 impl InfoRequest {
@@ -30,6 +49,7 @@ impl InfoRequest {
                 "subscription_count" if allowed.contains(&attribute) => {
                     info.subscription_count = true
                 }
+                "cache" if allowed.contains(&attribute) => info.cache = true,
                 other => {
                     return Err(ApiError::bad_request(format!(
                         "Unsupported info attribute: {other}"
@@ -42,7 +62,7 @@ impl InfoRequest {
 
     /// Whether any attribute was asked for.
     pub fn any(self) -> bool {
-        self.user_count || self.subscription_count
+        self.user_count || self.subscription_count || self.cache
     }
 }
 
@@ -116,10 +136,11 @@ fn string_field<'a>(
 fn parse_event(object: &Map<String, Value>, app: &AppConfig) -> Result<ApiEvent, ApiError> {
     let name = string_field(object, "name")?
         .ok_or_else(|| ApiError::bad_request("Expected name parameter to be a string"))?;
-    if !names::valid_event_name(name) {
-        return Err(ApiError::bad_request(
-            "Event name must be 1 to 200 characters long",
-        ));
+    if !names::valid_event_name_within(name, app.max_event_name_length) {
+        return Err(ApiError::bad_request(format!(
+            "Event name must be 1 to {} characters long",
+            app.max_event_name_length
+        )));
     }
     let data = string_field(object, "data")?
         .ok_or_else(|| ApiError::bad_request("Expected data parameter to be a string"))?;
@@ -179,9 +200,10 @@ fn parse_channels(object: &Map<String, Value>, app: &AppConfig) -> Result<Vec<St
             "Missing channel or channels parameter",
         ));
     }
-    if channels.len() > MAX_CHANNELS_PER_EVENT {
+    if channels.len() > app.max_channels_per_event {
         return Err(ApiError::bad_request(format!(
-            "Cannot broadcast to more than {MAX_CHANNELS_PER_EVENT} channels at once"
+            "Cannot broadcast to more than {} channels at once",
+            app.max_channels_per_event
         )));
     }
     for channel in &channels {
@@ -279,6 +301,72 @@ mod tests {
             let error = parse_events_body(body.as_bytes(), &app()).unwrap_err();
             assert_eq!(error.status, status, "{body}: {}", error.message);
         }
+    }
+
+    #[test]
+    fn per_app_limits_apply() {
+        let mut app = app();
+        app.max_channels_per_event = 2;
+        app.max_event_name_length = 5;
+        app.max_channel_name_length = 4;
+        let ok = parse_events_body(
+            br#"{"name":"abcde","data":"x","channels":["a","bcde"]}"#,
+            &app,
+        );
+        assert!(ok.is_ok(), "{ok:?}");
+        for body in [
+            r#"{"name":"e","data":"x","channels":["a","b","c"]}"#,
+            r#"{"name":"abcdef","data":"x","channel":"a"}"#,
+            r#"{"name":"e","data":"x","channel":"abcde"}"#,
+        ] {
+            let error = parse_events_body(body.as_bytes(), &app).unwrap_err();
+            assert_eq!(error.status, 400, "{body}");
+        }
+        let error = parse_events_body(br#"{"name":"e","data":"x","channels":["a","b","c"]}"#, &app)
+            .unwrap_err();
+        assert!(
+            error.message.contains("more than 2 channels"),
+            "{}",
+            error.message
+        );
+        // Raised above Pusher's values.
+        let mut wide = self::app();
+        wide.max_channels_per_event = 150;
+        wide.max_event_name_length = 300;
+        let channels: Vec<String> = (0..150).map(|i| format!("\"c{i}\"")).collect();
+        let body = format!(
+            r#"{{"name":"{}","data":"x","channels":[{}]}}"#,
+            "e".repeat(300),
+            channels.join(",")
+        );
+        assert_eq!(
+            parse_events_body(body.as_bytes(), &wide)
+                .unwrap()
+                .channels
+                .len(),
+            150
+        );
+    }
+
+    #[test]
+    fn body_size_is_checked_against_the_app() {
+        let mut app = app();
+        assert!(check_body_size(1024 * 1024, &app).is_ok());
+        assert_eq!(
+            check_body_size(1024 * 1024 + 1, &app).unwrap_err().status,
+            413
+        );
+        app.max_request_body_bytes = 100;
+        assert!(check_body_size(100, &app).is_ok());
+        assert_eq!(check_body_size(101, &app).unwrap_err().status, 413);
+    }
+
+    #[test]
+    fn info_cache_is_parsed_only_where_allowed() {
+        let info = InfoRequest::parse("cache,subscription_count", &["cache", "subscription_count"])
+            .unwrap();
+        assert!(info.cache && info.subscription_count && info.any());
+        assert!(InfoRequest::parse("cache", &["user_count", "subscription_count"]).is_err());
     }
 
     #[test]

@@ -22,8 +22,8 @@ pub enum ClientMessage<'a> {
         /// Channel to leave.
         channel: Cow<'a, str>,
     },
-    /// `pusher:signin` (user authentication).
-    Signin,
+    /// `pusher:signin` (user authentication); checked by `auth::signin`.
+    Signin(Signin<'a>),
     /// A `client-` event to relay.
     ClientEvent(ClientEvent<'a>),
     /// Any other event name.
@@ -42,6 +42,21 @@ pub struct Subscribe<'a> {
     /// Presence member data, exactly as signed: a JSON document inside a JSON string.
     #[serde(borrow, default)]
     pub channel_data: Option<Cow<'a, str>>,
+}
+
+/// The body of `pusher:signin` (PROTOCOL.md §2.9): `{"auth":"<key>:<hex>","user_data":"…"}`.
+///
+/// `user_data` is kept exactly as sent, because it is what was signed and what
+/// `pusher:signin_success` echoes back. A missing member reads as empty, so that a sign-in
+/// without `auth` is refused as a bad signature (4009), not as an undecodable message.
+#[derive(Debug, PartialEq, Deserialize)]
+pub struct Signin<'a> {
+    /// `"<key>:<hex HMAC-SHA256 of socket_id::user::user_data>"`.
+    #[serde(borrow, default)]
+    pub auth: Cow<'a, str>,
+    /// The user's JSON document, as a JSON string (`{"id":…,"user_info":…,"watchlist":[…]}`).
+    #[serde(borrow, default)]
+    pub user_data: Cow<'a, str>,
 }
 
 /// A `client-` event as received.
@@ -93,7 +108,7 @@ pub fn decode(text: &str) -> Result<ClientMessage<'_>, DecodeError> {
                 channel: body.channel,
             }
         }
-        "pusher:signin" => ClientMessage::Signin,
+        "pusher:signin" => ClientMessage::Signin(decode_data(data, "pusher:signin")?),
         name if name.starts_with(super::names::CLIENT_EVENT_PREFIX) => {
             ClientMessage::ClientEvent(ClientEvent {
                 event: envelope.event,
@@ -125,10 +140,14 @@ fn decode_data<'a, T: Deserialize<'a>>(
 /// Presence member data parsed from `channel_data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceMember {
-    /// The user id as a string (numbers are compared by their decimal text).
+    /// The user id as a string (an integer is taken as its decimal text).
     pub user_id: String,
-    /// The user id exactly as it appeared in `channel_data` (`"42"` or `42`), echoed in member
-    /// events.
+    /// [`Self::user_id`] as a JSON string literal (`"42"` for both `"42"` and `42`): the form
+    /// every outbound message uses. One rule for user ids everywhere Warren sends them
+    /// (`member_added`, `member_removed`, `ids`, `hash`, client-event `user_id`, webhooks): a
+    /// string. pusher-js keys members by string anyway, Echo hands out `user_info` only, the
+    /// SDKs' webhook validators do not look at the type, and clients that crash on numeric ids
+    /// (pusher-websocket-java #19) are spared (PROTOCOL.md §7.3).
     pub user_id_json: String,
     /// `user_info` as raw JSON, or `None` when absent.
     pub user_info_json: Option<String>,
@@ -168,8 +187,8 @@ pub fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, DecodeEr
         )));
     }
     Ok(PresenceMember {
+        user_id_json: serde_json::to_string(&user_id).expect("strings serialize"),
         user_id,
-        user_id_json: raw_id.get().to_string(),
         user_info_json: parsed
             .user_info
             .filter(|i| i.get() != "null")
@@ -208,6 +227,37 @@ mod tests {
             s.channel_data.as_deref(),
             Some(r#"{"user_id":10,  "user_info":{"name":"Mr. Channels"}}"#)
         );
+    }
+
+    #[test]
+    fn decodes_signin_keeping_user_data_exactly() {
+        let object = r#"{"event":"pusher:signin","data":{"auth":"k:abc","user_data":"{\"id\":\"42\",  \"watchlist\":[\"7\"]}"}}"#;
+        let string = r#"{"event":"pusher:signin","data":"{\"auth\":\"k:abc\",\"user_data\":\"{\\\"id\\\":\\\"42\\\",  \\\"watchlist\\\":[\\\"7\\\"]}\"}"}"#;
+        for text in [object, string] {
+            let ClientMessage::Signin(signin) = decode(text).unwrap() else {
+                panic!("{text}")
+            };
+            assert_eq!(signin.auth, "k:abc");
+            assert_eq!(signin.user_data, r#"{"id":"42",  "watchlist":["7"]}"#);
+        }
+        let ClientMessage::Signin(missing) =
+            decode(r#"{"event":"pusher:signin","data":{"user_data":"{}"}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(
+            (missing.auth.as_ref(), missing.user_data.as_ref()),
+            ("", "{}")
+        );
+        for bad in [
+            r#"{"event":"pusher:signin"}"#,
+            r#"{"event":"pusher:signin","data":"not json"}"#,
+            r#"{"event":"pusher:signin","data":5}"#,
+            r#"{"event":"pusher:signin","data":{"auth":"k:s","user_data":{"id":"1"}}}"#,
+            r#"{"event":"pusher:signin","data":{"auth":5,"user_data":"{}"}}"#,
+        ] {
+            assert!(decode(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -257,10 +307,17 @@ mod tests {
     fn channel_data_rules() {
         let m = parse_channel_data(r#"{"user_id":10,"user_info":{"name":"A"}}"#).unwrap();
         assert_eq!(m.user_id, "10");
-        assert_eq!(m.user_id_json, "10");
+        assert_eq!(m.user_id_json, r#""10""#);
         assert_eq!(m.user_info_json.as_deref(), Some(r#"{"name":"A"}"#));
         let m = parse_channel_data(r#"{"user_id":"u1"}"#).unwrap();
         assert_eq!(m.user_id_json, r#""u1""#);
+        let m = parse_channel_data(r#"{"user_id":-7}"#).unwrap();
+        assert_eq!(
+            (m.user_id.as_str(), m.user_id_json.as_str()),
+            ("-7", r#""-7""#)
+        );
+        let m = parse_channel_data(r#"{"user_id":"a\"b"}"#).unwrap();
+        assert_eq!(m.user_id_json, r#""a\"b""#);
         assert_eq!(m.user_info_json, None);
         for bad in [
             "{}",

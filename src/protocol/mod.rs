@@ -6,6 +6,7 @@ pub mod codes;
 pub mod inbound;
 pub mod names;
 pub mod outbound;
+pub mod signin;
 pub mod socket_id;
 
 pub use socket_id::SocketId;

@@ -7,8 +7,32 @@ pub const MAX_EVENT_NAME_LENGTH: usize = 200;
 /// Prefix of the per-user channel that signed-in sockets receive server messages on.
 pub const SERVER_TO_USER_PREFIX: &str = "#server-to-user-";
 
+/// The user id a `#server-to-user-{id}` channel names (for routing `sendToUser` by identity);
+/// `None` for any other channel or an empty id.
+pub fn server_to_user_id(channel: &str) -> Option<&str> {
+    channel
+        .strip_prefix(SERVER_TO_USER_PREFIX)
+        .filter(|id| !id.is_empty())
+}
+
 /// Prefix every client event name must carry.
 pub const CLIENT_EVENT_PREFIX: &str = "client-";
+
+/// Prefixes of cache channels (PROTOCOL.md §3.3): `cache-` is public, the others keep the
+/// behaviour of their base kind ([`ChannelKind::of`] still answers that kind).
+pub const CACHE_PREFIXES: [&str; 4] = [
+    "cache-",
+    "private-cache-",
+    "private-encrypted-cache-",
+    "presence-cache-",
+];
+
+/// Whether `name` is a cache channel: its last event is replayed to new subscribers. Kept apart
+/// from [`ChannelKind`] because a cache channel is also public, private, encrypted or presence,
+/// and every check of the kind must keep holding for it.
+pub fn is_cache_channel(name: &str) -> bool {
+    CACHE_PREFIXES.iter().any(|prefix| name.starts_with(prefix))
+}
 
 /// What a channel name means for authorization and delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,7 +108,8 @@ impl InvalidChannelName {
     }
 }
 
-fn is_channel_char(b: u8) -> bool {
+/// Whether `b` may appear in a channel name or a user id: `A-Za-z0-9_-=@,.;` (PROTOCOL.md §3.1).
+pub fn is_channel_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'=' | b'@' | b',' | b'.' | b';')
 }
 
@@ -113,7 +138,12 @@ pub fn validate_channel_name(
 
 /// Checks an event name's length (1 to 200 bytes).
 pub fn valid_event_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= MAX_EVENT_NAME_LENGTH
+    valid_event_name_within(name, MAX_EVENT_NAME_LENGTH)
+}
+
+/// Checks an event name's length against an app's limit (1 to `max_len` bytes).
+pub fn valid_event_name_within(name: &str, max_len: usize) -> bool {
+    !name.is_empty() && name.len() <= max_len
 }
 
 #[cfg(test)]
@@ -134,6 +164,40 @@ mod tests {
         assert_eq!(
             ChannelKind::of("#server-to-user-42"),
             ChannelKind::ServerToUser
+        );
+    }
+
+    #[test]
+    fn server_to_user_channels_name_their_user() {
+        assert_eq!(server_to_user_id("#server-to-user-42"), Some("42"));
+        assert_eq!(server_to_user_id("#server-to-user-"), None);
+        assert_eq!(server_to_user_id("server-to-user-42"), None);
+        assert_eq!(server_to_user_id("private-x"), None);
+    }
+
+    #[test]
+    fn cache_channels_are_the_four_anchored_prefixes() {
+        for name in [
+            "cache-x",
+            "private-cache-x",
+            "private-encrypted-cache-x",
+            "presence-cache-x",
+        ] {
+            assert!(is_cache_channel(name), "{name}");
+        }
+        for name in [
+            "x-cache-y",
+            "private-x",
+            "presence-x",
+            "cachex",
+            "encrypted-cache-x",
+        ] {
+            assert!(!is_cache_channel(name), "{name}");
+        }
+        assert_eq!(ChannelKind::of("presence-cache-x"), ChannelKind::Presence);
+        assert_eq!(
+            ChannelKind::of("private-encrypted-cache-x"),
+            ChannelKind::PrivateEncrypted
         );
     }
 
@@ -178,5 +242,8 @@ mod tests {
         assert!(valid_event_name("client-x"));
         assert!(!valid_event_name(""));
         assert!(!valid_event_name(&"e".repeat(201)));
+        assert!(valid_event_name_within(&"e".repeat(300), 300));
+        assert!(!valid_event_name_within(&"e".repeat(301), 300));
+        assert!(!valid_event_name_within("", 300));
     }
 }

@@ -92,7 +92,8 @@ pub fn subscription_error(channel: &str, kind: &str, message: &str, status: u16)
     )
 }
 
-/// `pusher_internal:member_added`; ids and info are echoed exactly as received.
+/// `pusher_internal:member_added`; `user_id_json` is the member's id as a JSON string literal
+/// (`PresenceMember::user_id_json`), `user_info_json` its info exactly as received.
 pub fn member_added(channel: &str, user_id_json: &str, user_info_json: Option<&str>) -> String {
     let mut inner = format!(r#"{{"user_id":{user_id_json}"#);
     if let Some(info) = user_info_json {
@@ -159,6 +160,94 @@ pub fn channel_event(
     out
 }
 
+/// `pusher:signin_success`, echoing the signed `user_data` exactly. `data` is the JSON-encoded
+/// string `{"user_data":"…"}`, by the §1.4 rule that server `data` is a string; pusher-js decodes
+/// a string `data` before reading `data.user_data`, so it accepts this as it accepts the docs'
+/// object form (PROTOCOL.md §2.9, UNCONFIRMED which form the hosted service sends).
+pub fn signin_success(user_data: &str) -> String {
+    let mut inner = String::with_capacity(user_data.len() + 16);
+    inner.push_str(r#"{"user_data":"#);
+    push_json_string(&mut inner, user_data);
+    inner.push('}');
+    format!(
+        r#"{{"event":"pusher:signin_success","data":{}}}"#,
+        json_string(&inner)
+    )
+}
+
+/// One entry of `pusher_internal:watchlist_events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchlistChange {
+    /// The users' first socket signed in somewhere in the cluster.
+    Online,
+    /// The users' last signed-in socket is gone.
+    Offline,
+}
+
+impl WatchlistChange {
+    /// The entry's `name`, which pusher-js emits on `pusher.user.watchlist`.
+    pub fn name(self) -> &'static str {
+        match self {
+            WatchlistChange::Online => "online",
+            WatchlistChange::Offline => "offline",
+        }
+    }
+}
+
+/// `pusher_internal:watchlist_events` with
+/// `{"events":[{"name":"online"|"offline","user_ids":[…]},…]}` as a JSON-encoded string
+/// (PROTOCOL.md §2.9; pusher-js `watchlist.ts` reads `data.events` after decoding). Entries with
+/// no user ids are left out; `None` when nothing is left to send.
+pub fn watchlist_events<'a>(
+    entries: impl IntoIterator<Item = (WatchlistChange, &'a [std::sync::Arc<str>])>,
+) -> Option<String> {
+    let mut inner = String::from(r#"{"events":["#);
+    let mut any = false;
+    for (change, ids) in entries.into_iter().filter(|(_, ids)| !ids.is_empty()) {
+        if any {
+            inner.push(',');
+        }
+        any = true;
+        inner.push_str(r#"{"name":""#);
+        inner.push_str(change.name());
+        inner.push_str(r#"","user_ids":["#);
+        for (i, id) in ids.iter().enumerate() {
+            if i > 0 {
+                inner.push(',');
+            }
+            push_json_string(&mut inner, id);
+        }
+        inner.push_str("]}");
+    }
+    inner.push_str("]}");
+    any.then(|| {
+        format!(
+            r#"{{"event":"pusher_internal:watchlist_events","data":{}}}"#,
+            json_string(&inner)
+        )
+    })
+}
+
+/// `pusher:cache_miss` for a cache channel with no cached event (PROTOCOL.md §2.8), with
+/// `"data":"{}"` as sockudo sends (pusher-js passes it to the channel's `pusher:cache_miss`
+/// listeners either way).
+pub fn cache_miss(channel: &str) -> String {
+    format!(
+        r#"{{"event":"pusher:cache_miss","channel":{},"data":"{{}}"}}"#,
+        json_string(channel)
+    )
+}
+
+/// `pusher_internal:subscription_count` with `{"subscription_count":N}` as a JSON-encoded string
+/// (PROTOCOL.md §2.9/§1.4; pusher-js `channel.ts` reads `data.subscription_count` after decoding
+/// and emits `pusher:subscription_count` on the channel named by `channel`).
+pub fn subscription_count(channel: &str, count: usize) -> String {
+    format!(
+        r#"{{"event":"pusher_internal:subscription_count","channel":{},"data":"{{\"subscription_count\":{count}}}"}}"#,
+        json_string(channel)
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,10 +296,17 @@ mod tests {
     }
 
     #[test]
-    fn member_events_echo_the_user_id_and_use_string_data() {
-        let added = parse(&member_added("presence-r", "42", Some(r#"{"n":1}"#)));
+    fn member_events_carry_a_string_user_id_and_use_string_data() {
+        let member =
+            crate::protocol::inbound::parse_channel_data(r#"{"user_id":42,"user_info":{"n":1}}"#)
+                .unwrap();
+        let added = parse(&member_added(
+            "presence-r",
+            &member.user_id_json,
+            member.user_info_json.as_deref(),
+        ));
         let data = parse(added["data"].as_str().unwrap());
-        assert_eq!(data["user_id"], 42);
+        assert_eq!(data["user_id"], "42");
         assert_eq!(data["user_info"]["n"], 1);
         let removed = parse(&member_removed("presence-r", r#""u1""#));
         assert_eq!(parse(removed["data"].as_str().unwrap())["user_id"], "u1");
@@ -235,5 +331,63 @@ mod tests {
         assert_eq!(e["user_id"], "7");
         let e = parse(&channel_event("e", "c", EventData::Absent, None));
         assert!(e.get("data").is_none());
+    }
+
+    #[test]
+    fn signin_success_echoes_user_data_in_a_string() {
+        let user_data = r#"{"id":"42","user_info":{"n":"é\"x"}}"#;
+        let msg = parse(&signin_success(user_data));
+        assert_eq!(msg["event"], "pusher:signin_success");
+        let data = parse(msg["data"].as_str().unwrap());
+        assert_eq!(data["user_data"], user_data);
+    }
+
+    #[test]
+    fn watchlist_events_shape() {
+        use std::sync::Arc;
+        let online: Vec<Arc<str>> = vec!["7".into(), "a\"b".into()];
+        let offline: Vec<Arc<str>> = vec!["9".into()];
+        let frame = watchlist_events([
+            (WatchlistChange::Online, &online[..]),
+            (WatchlistChange::Offline, &offline[..]),
+        ])
+        .unwrap();
+        let msg = parse(&frame);
+        assert_eq!(msg["event"], "pusher_internal:watchlist_events");
+        assert!(msg.get("channel").is_none());
+        assert_eq!(
+            parse(msg["data"].as_str().unwrap()),
+            serde_json::json!({"events":[
+                {"name":"online","user_ids":["7","a\"b"]},
+                {"name":"offline","user_ids":["9"]}
+            ]})
+        );
+        let only_offline = parse(
+            &watchlist_events([
+                (WatchlistChange::Online, &[][..]),
+                (WatchlistChange::Offline, &offline[..]),
+            ])
+            .unwrap(),
+        );
+        assert_eq!(
+            parse(only_offline["data"].as_str().unwrap())["events"],
+            serde_json::json!([{"name":"offline","user_ids":["9"]}])
+        );
+        assert_eq!(watchlist_events([(WatchlistChange::Online, &[][..])]), None);
+    }
+
+    #[test]
+    fn cache_miss_and_subscription_count_shapes() {
+        let miss = parse(&cache_miss("cache-x"));
+        assert_eq!(miss["event"], "pusher:cache_miss");
+        assert_eq!(miss["channel"], "cache-x");
+        assert_eq!(miss["data"], "{}");
+        let count = parse(&subscription_count("my-channel", 3));
+        assert_eq!(count["event"], "pusher_internal:subscription_count");
+        assert_eq!(count["channel"], "my-channel");
+        assert_eq!(
+            parse(count["data"].as_str().unwrap()),
+            serde_json::json!({"subscription_count": 3})
+        );
     }
 }

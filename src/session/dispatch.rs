@@ -51,7 +51,7 @@ pub fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
         ClientMessage::Subscribe(request) => subscribe(shard, conn, request),
         ClientMessage::Unsubscribe { channel } => unsubscribe(shard, conn, &channel),
         ClientMessage::ClientEvent(event) => client_event(shard, conn, event),
-        ClientMessage::Signin => conn.send_error(
+        ClientMessage::Signin(_) => conn.send_error(
             Some(codes::UNAUTHORIZED),
             "User sign-in (pusher:signin) is not supported by this server yet",
         ),

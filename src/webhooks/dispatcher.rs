@@ -4,7 +4,7 @@
 
 use super::{delivery, WebhookEvent, WebhookStats};
 use crate::app::AppRegistry;
-use crate::config::{Config, WebhookSettings, WebhookTarget};
+use crate::config::{Config, WebhookFilter, WebhookSettings, WebhookTarget};
 use ahash::AHashMap;
 use serde_json::{json, Value};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
@@ -42,7 +42,7 @@ pub fn start(
 
 /// One receiver as the dispatcher sees it: its filter and its open batch.
 struct Target {
-    prefix: Option<String>,
+    filter: WebhookFilter,
     events: Vec<String>,
     outlet: delivery::Outlet,
     batch: Vec<Value>,
@@ -52,7 +52,7 @@ struct Target {
 impl Target {
     fn new(config: &WebhookTarget, outlet: delivery::Outlet) -> Self {
         Target {
-            prefix: config.filter.channel_prefix.clone(),
+            filter: config.filter.clone(),
             events: config.events.clone(),
             outlet,
             batch: Vec::new(),
@@ -62,10 +62,7 @@ impl Target {
 
     fn wants(&self, event: &WebhookEvent) -> bool {
         (self.events.is_empty() || self.events.iter().any(|e| e == event.name()))
-            && self
-                .prefix
-                .as_ref()
-                .is_none_or(|p| event.channel().starts_with(p.as_str()))
+            && self.filter.matches(event.channel())
     }
 
     fn flush(&mut self) {
@@ -163,9 +160,9 @@ impl Dispatcher {
                     self.route(app, event, now);
                 }
             }
-            WebhookEvent::ClientEvent { .. } | WebhookEvent::SubscriptionCount { .. } => {
-                self.route(app, event, now)
-            }
+            WebhookEvent::ClientEvent { .. }
+            | WebhookEvent::SubscriptionCount { .. }
+            | WebhookEvent::CacheMiss { .. } => self.route(app, event, now),
         }
     }
 
@@ -231,11 +228,20 @@ mod tests {
     }
 
     fn target(prefix: Option<&str>, events: &[&str]) -> WebhookTarget {
+        filtered_target(prefix, None, events)
+    }
+
+    fn filtered_target(
+        prefix: Option<&str>,
+        suffix: Option<&str>,
+        events: &[&str],
+    ) -> WebhookTarget {
         WebhookTarget {
             url: "http://x".into(),
             events: events.iter().map(|e| e.to_string()).collect(),
-            filter: crate::config::WebhookFilter {
+            filter: WebhookFilter {
                 channel_prefix: prefix.map(str::to_string),
+                channel_suffix: suffix.map(str::to_string),
             },
             headers: Default::default(),
         }
@@ -368,6 +374,28 @@ mod tests {
         assert_eq!(
             names(rx.try_recv().unwrap()),
             vec!["member_added:presence-a"]
+        );
+        assert!(rx.try_recv().is_err());
+    }
+
+    #[test]
+    fn filters_by_channel_suffix_and_passes_cache_misses() {
+        let (tx, rx) = delivery::test_outlet("t5");
+        let mut d = dispatcher(vec![(filtered_target(None, Some("-admin"), &[]), tx)]);
+        let t0 = Instant::now();
+        for channel in ["cache-team-admin", "cache-admin-team", "private-admin"] {
+            d.accept(
+                0,
+                WebhookEvent::CacheMiss {
+                    channel: channel.into(),
+                },
+                t0,
+            );
+        }
+        d.flush_due(t0 + Duration::from_millis(20));
+        assert_eq!(
+            names(rx.try_recv().unwrap()),
+            vec!["cache_miss:cache-team-admin", "cache_miss:private-admin"]
         );
         assert!(rx.try_recv().is_err());
     }

@@ -53,6 +53,12 @@ pub enum WebhookEvent {
         /// Subscriptions now.
         subscription_count: usize,
     },
+    /// A subscriber of a cache channel found nothing cached (de-duplicated by
+    /// `channels::cache`: once per channel and TTL).
+    CacheMiss {
+        /// Channel.
+        channel: String,
+    },
     /// A client event was relayed.
     ClientEvent {
         /// Channel.
@@ -78,6 +84,7 @@ impl WebhookEvent {
             WebhookEvent::MemberRemoved { .. } => "member_removed",
             WebhookEvent::ClientEvent { .. } => "client_event",
             WebhookEvent::SubscriptionCount { .. } => "subscription_count",
+            WebhookEvent::CacheMiss { .. } => "cache_miss",
         }
     }
 
@@ -86,6 +93,7 @@ impl WebhookEvent {
         match self {
             WebhookEvent::ChannelOccupied { channel }
             | WebhookEvent::ChannelVacated { channel }
+            | WebhookEvent::CacheMiss { channel }
             | WebhookEvent::MemberAdded { channel, .. }
             | WebhookEvent::MemberRemoved { channel, .. }
             | WebhookEvent::SubscriptionCount { channel, .. }
@@ -98,7 +106,8 @@ impl WebhookEvent {
         let name = self.name();
         match self {
             WebhookEvent::ChannelOccupied { channel }
-            | WebhookEvent::ChannelVacated { channel } => {
+            | WebhookEvent::ChannelVacated { channel }
+            | WebhookEvent::CacheMiss { channel } => {
                 json!({ "name": name, "channel": channel })
             }
             WebhookEvent::MemberAdded { channel, user_id }
@@ -227,6 +236,15 @@ mod tests {
         assert_eq!(
             vacated.to_json(),
             json!({"name":"channel_vacated","channel":"c"})
+        );
+        let miss = WebhookEvent::CacheMiss {
+            channel: "cache-x".into(),
+        };
+        assert_eq!(miss.name(), "cache_miss");
+        assert_eq!(miss.channel(), "cache-x");
+        assert_eq!(
+            miss.to_json(),
+            json!({"name":"cache_miss","channel":"cache-x"})
         );
     }
 }

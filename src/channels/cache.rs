@@ -1,0 +1,494 @@
+//! Cache channels (PROTOCOL.md §2.8): the last event of each `cache-`, `private-cache-`,
+//! `private-encrypted-cache-` and `presence-cache-` channel, kept for a TTL (30 minutes by
+//! default, as on the hosted service) and sent to each new subscriber right after
+//! `subscription_succeeded`; `pusher:cache_miss` (and one `cache_miss` webhook) when there is
+//! none.
+//!
+//! The shard that keeps a channel's cache is its home shard (`channels::home_shard`), and every
+//! node keeps its own copy (a publish is stored on every node it reaches), so a subscriber on any
+//! node finds what was published on any other. Entries hold the complete encoded channel-event
+//! frame, so a replay is one send of a shared `Arc<str>`.
+//!
+//! Bounds, per app ([`CacheLimits`]): at most `max_channels` channels and `max_bytes` bytes
+//! (channel name + frame + a fixed per-entry overhead). At a bound the entries stored longest ago
+//! are evicted first (counted in `warren_cache_evictions_total`); an event larger than
+//! `max_bytes` on its own is not stored and removes the channel's older entry, so a replay never
+//! shows an event older than the last one published.
+//!
+//! After a miss the channel keeps a small marker for one TTL, so the `cache_miss` webhook goes
+//! once per channel and TTL, not once per subscriber (the hosted service de-duplicates too);
+//! markers count against the same bounds.
+
+use crate::config::AppConfig;
+use crate::metrics;
+use ahash::AHashMap;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an event stays cached unless the app says otherwise: 30 minutes, the hosted
+/// service's TTL (soketi and sockudo use an hour).
+pub const DEFAULT_TTL: Duration = Duration::from_secs(30 * 60);
+
+/// Bytes charged for each entry on top of its channel name and frame (map slots, order index).
+pub const ENTRY_OVERHEAD_BYTES: usize = 96;
+
+/// One app's cache settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CacheLimits {
+    /// How long an entry lives.
+    pub ttl: Duration,
+    /// Most channels with an entry (events and miss markers).
+    pub max_channels: usize,
+    /// Most bytes of entries.
+    pub max_bytes: usize,
+}
+
+impl CacheLimits {
+    /// The limits one shard applies to `app`: its TTL, and its node-wide bounds split evenly
+    /// over the node's `shards` (each shard is home to a share of the channels).
+    pub fn for_app(app: &AppConfig, shards: usize) -> CacheLimits {
+        let shards = shards.max(1);
+        CacheLimits {
+            ttl: Duration::from_secs(app.cache_ttl_secs),
+            max_channels: app.max_cache_channels.div_ceil(shards),
+            max_bytes: app.max_cache_bytes.div_ceil(shards),
+        }
+    }
+}
+
+impl Default for CacheLimits {
+    fn default() -> Self {
+        CacheLimits {
+            ttl: DEFAULT_TTL,
+            max_channels: 10_000,
+            max_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    /// The cached frame; `None` for a miss marker.
+    frame: Option<Arc<str>>,
+    expires_at: Instant,
+    seq: u64,
+    bytes: usize,
+}
+
+#[derive(Debug, Default)]
+struct AppCache {
+    entries: AHashMap<Box<str>, Entry>,
+    /// Store order (sequence → channel): the front is the oldest, the first to expire or go.
+    order: BTreeMap<u64, Box<str>>,
+    next_seq: u64,
+    bytes: usize,
+}
+
+impl AppCache {
+    fn insert(&mut self, channel: &str, frame: Option<Arc<str>>, expires_at: Instant) {
+        self.remove(channel);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let bytes = entry_bytes(channel, frame.as_deref());
+        self.bytes += bytes;
+        self.order.insert(seq, channel.into());
+        self.entries.insert(
+            channel.into(),
+            Entry {
+                frame,
+                expires_at,
+                seq,
+                bytes,
+            },
+        );
+    }
+
+    fn remove(&mut self, channel: &str) -> Option<Entry> {
+        let entry = self.entries.remove(channel)?;
+        self.order.remove(&entry.seq);
+        self.bytes -= entry.bytes;
+        Some(entry)
+    }
+
+    /// Removes the oldest entry; its channel, or `None` when empty.
+    fn pop_oldest(&mut self) -> Option<Box<str>> {
+        let (_, channel) = self.order.pop_first()?;
+        if let Some(entry) = self.entries.remove(&channel) {
+            self.bytes -= entry.bytes;
+        }
+        Some(channel)
+    }
+
+    /// Evicts the oldest entries until one of `incoming` bytes fits; how many went.
+    fn make_room(&mut self, incoming: usize, limits: &CacheLimits) -> usize {
+        let mut evicted = 0;
+        while !self.entries.is_empty()
+            && (self.entries.len() >= limits.max_channels
+                || self.bytes + incoming > limits.max_bytes)
+        {
+            self.pop_oldest();
+            evicted += 1;
+        }
+        evicted
+    }
+
+    /// Removes entries expired at `now`; how many went.
+    fn expire(&mut self, now: Instant) -> usize {
+        let mut expired = 0;
+        while let Some((_, channel)) = self.order.first_key_value() {
+            if self
+                .entries
+                .get(channel)
+                .is_some_and(|e| e.expires_at > now)
+            {
+                break;
+            }
+            self.pop_oldest();
+            expired += 1;
+        }
+        expired
+    }
+}
+
+fn entry_bytes(channel: &str, frame: Option<&str>) -> usize {
+    channel.len() + frame.map_or(0, str::len) + ENTRY_OVERHEAD_BYTES
+}
+
+/// What a new subscriber of a cache channel gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Replay {
+    /// Send this frame (the last event) right after `subscription_succeeded`.
+    Event(Arc<str>),
+    /// Send `pusher:cache_miss`; `webhook` says whether this miss also sends the `cache_miss`
+    /// webhook (the first miss of the channel within a TTL).
+    Miss {
+        /// Whether to send the `cache_miss` webhook.
+        webhook: bool,
+    },
+}
+
+/// What `GET /channels/{name}?info=cache` reports about a cached event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CacheInfo {
+    /// The cached event's `data` string (what the publisher sent; empty when it had none).
+    pub data: String,
+    /// Whole seconds the entry still lives (at least 1 while it is there).
+    pub ttl_secs: u64,
+}
+
+/// The cache of the channels whose home is this shard, per app.
+#[derive(Debug, Default)]
+pub struct ChannelCache {
+    apps: AHashMap<u32, AppCache>,
+}
+
+impl ChannelCache {
+    /// Stores `frame` (an encoded channel event) as the last event of `channel`, replacing any
+    /// earlier one or miss marker, evicting the oldest entries if the app is at a bound.
+    pub fn store(
+        &mut self,
+        app: u32,
+        channel: &str,
+        frame: Arc<str>,
+        now: Instant,
+        limits: &CacheLimits,
+    ) {
+        let cache = self.apps.entry(app).or_default();
+        cache.remove(channel);
+        let bytes = entry_bytes(channel, Some(&frame));
+        if bytes > limits.max_bytes || limits.max_channels == 0 {
+            count_evictions(1);
+            self.drop_if_empty(app);
+            return;
+        }
+        cache.expire(now);
+        count_evictions(cache.make_room(bytes, limits));
+        cache.insert(channel, Some(frame), now + limits.ttl);
+    }
+
+    /// What a new subscriber of `channel` gets; records a miss marker on the first miss.
+    pub fn replay(
+        &mut self,
+        app: u32,
+        channel: &str,
+        now: Instant,
+        limits: &CacheLimits,
+    ) -> Replay {
+        let cache = self.apps.entry(app).or_default();
+        match cache.entries.get(channel) {
+            Some(entry) if entry.expires_at > now => {
+                return match &entry.frame {
+                    Some(frame) => Replay::Event(frame.clone()),
+                    None => Replay::Miss { webhook: false },
+                }
+            }
+            Some(_) => {
+                cache.remove(channel);
+            }
+            None => {}
+        }
+        let bytes = entry_bytes(channel, None);
+        if bytes <= limits.max_bytes && limits.max_channels > 0 {
+            cache.expire(now);
+            count_evictions(cache.make_room(bytes, limits));
+            cache.insert(channel, None, now + limits.ttl);
+        }
+        self.drop_if_empty(app);
+        Replay::Miss { webhook: true }
+    }
+
+    /// The cached event of `channel` for the HTTP API; `None` when there is none (`cache: null`).
+    pub fn info(&self, app: u32, channel: &str, now: Instant) -> Option<CacheInfo> {
+        let entry = self.apps.get(&app)?.entries.get(channel)?;
+        let frame = entry.frame.as_deref()?;
+        let left = entry.expires_at.checked_duration_since(now)?;
+        if left.is_zero() {
+            return None;
+        }
+        Some(CacheInfo {
+            data: frame_data(frame),
+            ttl_secs: left.as_secs_f64().ceil() as u64,
+        })
+    }
+
+    /// Removes `channel`'s entry (e.g. the app's cache was switched off).
+    pub fn forget(&mut self, app: u32, channel: &str) {
+        if let Some(cache) = self.apps.get_mut(&app) {
+            cache.remove(channel);
+        }
+        self.drop_if_empty(app);
+    }
+
+    /// Removes every entry expired at `now`; call it from a periodic timer (e.g. every
+    /// 10 seconds). Returns how many went.
+    pub fn sweep(&mut self, now: Instant) -> usize {
+        let expired = self.apps.values_mut().map(|c| c.expire(now)).sum();
+        self.apps.retain(|_, c| !c.entries.is_empty());
+        expired
+    }
+
+    /// (entries, bytes) kept for `app`.
+    pub fn usage(&self, app: u32) -> (usize, usize) {
+        self.apps
+            .get(&app)
+            .map_or((0, 0), |c| (c.entries.len(), c.bytes))
+    }
+
+    fn drop_if_empty(&mut self, app: u32) {
+        if self.apps.get(&app).is_some_and(|c| c.entries.is_empty()) {
+            self.apps.remove(&app);
+        }
+    }
+}
+
+fn count_evictions(n: usize) {
+    if n > 0 {
+        metrics::with(|m| m.cache_evicted(n));
+    }
+}
+
+/// The `data` string of an encoded channel event (empty when absent or not a string).
+fn frame_data(frame: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Frame {
+        #[serde(default)]
+        data: Option<serde_json::Value>,
+    }
+    match serde_json::from_str::<Frame>(frame)
+        .ok()
+        .and_then(|f| f.data)
+    {
+        Some(serde_json::Value::String(text)) => text,
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+/// The `cache` attribute of `GET /channels/{name}?info=cache` (PROTOCOL.md §5.2):
+/// `{"data":"<the event's data string>","ttl":<seconds left>}`, or `null` when nothing is cached.
+/// What `data` holds is UNCONFIRMED for the hosted service; the publisher's `data` string is
+/// what an app needs to serve initial state (sockudo sends the whole event JSON instead).
+pub fn info_json(info: Option<&CacheInfo>) -> serde_json::Value {
+    match info {
+        Some(info) => serde_json::json!({ "data": info.data, "ttl": info.ttl_secs }),
+        None => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::outbound::{channel_event, EventData};
+
+    fn frame(channel: &str, data: &str) -> Arc<str> {
+        Arc::from(channel_event("e", channel, EventData::Text(data), None))
+    }
+
+    fn limits() -> CacheLimits {
+        CacheLimits {
+            ttl: Duration::from_secs(60),
+            ..CacheLimits::default()
+        }
+    }
+
+    #[test]
+    fn app_limits_are_split_over_the_shards() {
+        let mut app = crate::config::Config::embedded_default().apps[0].clone();
+        app.max_cache_channels = 10;
+        app.max_cache_bytes = 1000;
+        let limits = CacheLimits::for_app(&app, 4);
+        assert_eq!(limits.ttl, DEFAULT_TTL);
+        assert_eq!((limits.max_channels, limits.max_bytes), (3, 250));
+        assert_eq!(CacheLimits::for_app(&app, 0).max_channels, 10);
+    }
+
+    #[test]
+    fn replays_the_last_event_until_the_ttl() {
+        let mut cache = ChannelCache::default();
+        let t0 = Instant::now();
+        cache.store(0, "cache-a", frame("cache-a", "1"), t0, &limits());
+        let last = frame("cache-a", "2");
+        cache.store(0, "cache-a", last.clone(), t0, &limits());
+        assert_eq!(
+            cache.replay(0, "cache-a", t0 + Duration::from_secs(59), &limits()),
+            Replay::Event(last)
+        );
+        assert_eq!(cache.usage(0).0, 1);
+        assert_eq!(
+            cache.replay(0, "cache-a", t0 + Duration::from_secs(60), &limits()),
+            Replay::Miss { webhook: true }
+        );
+        // Other apps are other caches.
+        assert_eq!(
+            cache.replay(1, "cache-a", t0, &limits()),
+            Replay::Miss { webhook: true }
+        );
+    }
+
+    #[test]
+    fn a_miss_sends_the_webhook_once_per_ttl_until_an_event_is_stored() {
+        let mut cache = ChannelCache::default();
+        let t0 = Instant::now();
+        assert_eq!(
+            cache.replay(0, "cache-m", t0, &limits()),
+            Replay::Miss { webhook: true }
+        );
+        assert_eq!(
+            cache.replay(0, "cache-m", t0 + Duration::from_secs(30), &limits()),
+            Replay::Miss { webhook: false }
+        );
+        assert_eq!(cache.info(0, "cache-m", t0), None);
+        assert_eq!(
+            cache.replay(0, "cache-m", t0 + Duration::from_secs(61), &limits()),
+            Replay::Miss { webhook: true }
+        );
+        let event = frame("cache-m", "x");
+        cache.store(0, "cache-m", event.clone(), t0, &limits());
+        assert_eq!(
+            cache.replay(0, "cache-m", t0, &limits()),
+            Replay::Event(event)
+        );
+    }
+
+    #[test]
+    fn info_reports_data_and_seconds_left() {
+        let mut cache = ChannelCache::default();
+        let t0 = Instant::now();
+        cache.store(0, "cache-i", frame("cache-i", r#"{"p":1}"#), t0, &limits());
+        let info = cache
+            .info(0, "cache-i", t0 + Duration::from_millis(10_500))
+            .unwrap();
+        assert_eq!(info.data, r#"{"p":1}"#);
+        assert_eq!(info.ttl_secs, 50);
+        assert_eq!(
+            info_json(Some(&info)),
+            serde_json::json!({"data": "{\"p\":1}", "ttl": 50})
+        );
+        assert_eq!(cache.info(0, "cache-i", t0 + Duration::from_secs(60)), None);
+        assert_eq!(cache.info(0, "cache-none", t0), None);
+        assert!(info_json(None).is_null());
+        let absent = channel_event("e", "cache-j", EventData::Absent, None);
+        cache.store(0, "cache-j", Arc::from(absent), t0, &limits());
+        assert_eq!(cache.info(0, "cache-j", t0).unwrap().data, "");
+    }
+
+    #[test]
+    fn bounds_evict_the_oldest_entries_first() {
+        let mut cache = ChannelCache::default();
+        let t0 = Instant::now();
+        let few = CacheLimits {
+            max_channels: 2,
+            ..limits()
+        };
+        cache.store(0, "cache-1", frame("cache-1", "a"), t0, &few);
+        cache.store(0, "cache-2", frame("cache-2", "b"), t0, &few);
+        // Re-storing a channel moves it to the back.
+        cache.store(0, "cache-1", frame("cache-1", "c"), t0, &few);
+        let before = metrics::with(|m| m.snapshot(Default::default()).cache_evictions);
+        cache.store(0, "cache-3", frame("cache-3", "d"), t0, &few);
+        let after = metrics::with(|m| m.snapshot(Default::default()).cache_evictions);
+        assert_eq!(after - before, 1);
+        assert!(cache.info(0, "cache-2", t0).is_none());
+        assert!(cache.info(0, "cache-1", t0).is_some() && cache.info(0, "cache-3", t0).is_some());
+        assert_eq!(cache.usage(0).0, 2);
+
+        let one_kib = frame("cache-b", &"x".repeat(1024));
+        let small = CacheLimits {
+            max_bytes: 2 * entry_bytes("cache-b", Some(&one_kib)),
+            ..limits()
+        };
+        let mut cache = ChannelCache::default();
+        for name in ["cache-b", "cache-c", "cache-d"] {
+            cache.store(0, name, frame(name, &"x".repeat(1024)), t0, &small);
+        }
+        assert!(cache.info(0, "cache-b", t0).is_none());
+        assert_eq!(cache.usage(0).0, 2);
+        assert!(cache.usage(0).1 <= small.max_bytes);
+    }
+
+    #[test]
+    fn an_event_over_the_byte_bound_is_not_kept_nor_is_the_older_one() {
+        let mut cache = ChannelCache::default();
+        let t0 = Instant::now();
+        let tiny = CacheLimits {
+            max_bytes: 400,
+            ..limits()
+        };
+        cache.store(0, "cache-t", frame("cache-t", "small"), t0, &tiny);
+        cache.store(0, "cache-t", frame("cache-t", &"x".repeat(500)), t0, &tiny);
+        assert_eq!(cache.info(0, "cache-t", t0), None);
+        assert_eq!(cache.usage(0), (0, 0));
+        let none = CacheLimits {
+            max_channels: 0,
+            ..tiny
+        };
+        assert_eq!(
+            cache.replay(0, "cache-t", t0, &none),
+            Replay::Miss { webhook: true }
+        );
+        assert!(cache.apps.is_empty());
+    }
+
+    #[test]
+    fn sweep_removes_expired_entries_and_keeps_accounting_exact() {
+        let mut cache = ChannelCache::default();
+        let t0 = Instant::now();
+        cache.store(0, "cache-old", frame("cache-old", "a"), t0, &limits());
+        cache.replay(0, "cache-missed", t0, &limits());
+        let later = t0 + Duration::from_secs(30);
+        cache.store(0, "cache-new", frame("cache-new", "b"), later, &limits());
+        assert_eq!(cache.sweep(t0 + Duration::from_secs(60)), 2);
+        let (entries, bytes) = cache.usage(0);
+        assert_eq!(entries, 1);
+        assert_eq!(
+            bytes,
+            entry_bytes("cache-new", Some(&frame("cache-new", "b")))
+        );
+        assert_eq!(cache.sweep(t0 + Duration::from_secs(90)), 1);
+        assert!(cache.apps.is_empty());
+        cache.store(0, "cache-x", frame("cache-x", "c"), t0, &limits());
+        cache.forget(0, "cache-x");
+        assert!(cache.apps.is_empty());
+    }
+}
