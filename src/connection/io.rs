@@ -128,12 +128,9 @@ async fn read_request(
 }
 
 async fn refuse_http(stream: &mut TcpStream, error: HeadError) {
-    let _ = write_response(
-        stream,
-        &http::Response::text(error.status, error.message),
-        true,
-    )
-    .await;
+    let response =
+        http::Response::text(error.status, error.message).with_headers(error.response_headers());
+    let _ = write_response(stream, &response, true).await;
 }
 
 /// Reads until a whole request head is buffered; `Ok(None)` when the peer closed or timed out

@@ -294,6 +294,7 @@ async fn legacy_trigger(
         status: 202,
         content_type: "application/json",
         body: Vec::new(),
+        extra_headers: Vec::new(),
     })
 }
 

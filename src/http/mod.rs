@@ -43,6 +43,8 @@ pub struct Response {
     pub content_type: &'static str,
     /// Body bytes.
     pub body: Vec<u8>,
+    /// Headers besides `Content-Type`, `Content-Length` and `Connection`.
+    pub extra_headers: Vec<(&'static str, String)>,
 }
 
 impl Response {
@@ -52,6 +54,7 @@ impl Response {
             status,
             content_type: "text/plain; charset=utf-8",
             body: body.as_bytes().to_vec(),
+            extra_headers: Vec::new(),
         }
     }
 
@@ -61,13 +64,29 @@ impl Response {
             status,
             content_type: "application/json",
             body: body.into_bytes(),
+            extra_headers: Vec::new(),
         }
+    }
+
+    /// The response with `headers` added.
+    pub fn with_headers(mut self, headers: &[(&'static str, &str)]) -> Response {
+        self.extra_headers.extend(
+            headers
+                .iter()
+                .map(|(name, value)| (*name, value.to_string())),
+        );
+        self
     }
 
     /// The response as HTTP/1.1 bytes; `close` adds `Connection: close`.
     pub fn to_bytes(&self, close: bool) -> Vec<u8> {
+        let extra: String = self
+            .extra_headers
+            .iter()
+            .map(|(name, value)| format!("{name}: {value}\r\n"))
+            .collect();
         let mut out = format!(
-            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{}\r\n",
+            "HTTP/1.1 {} {}\r\nContent-Type: {}\r\nContent-Length: {}\r\n{extra}{}\r\n",
             self.status,
             reason_phrase(self.status),
             self.content_type,
@@ -94,6 +113,7 @@ async fn metrics(shard: &Shard) -> Response {
         status: 200,
         content_type: "text/plain; version=0.0.4",
         body: text.into_bytes(),
+        extra_headers: Vec::new(),
     }
 }
 
@@ -111,6 +131,7 @@ fn reason_phrase(status: u16) -> &'static str {
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "",
     }

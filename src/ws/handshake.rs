@@ -76,6 +76,17 @@ pub struct HeadError {
     pub message: &'static str,
 }
 
+impl HeadError {
+    /// Headers the refusal must carry besides the body's: a 426 from this module always means
+    /// an unsupported WebSocket version, and RFC 6455 §4.2.2 has it name the one spoken.
+    pub fn response_headers(&self) -> &'static [(&'static str, &'static str)] {
+        match self.status {
+            426 => &[("Sec-WebSocket-Version", "13")],
+            _ => &[],
+        }
+    }
+}
+
 /// Parses a request head from the front of `buf`. `Ok(None)` means more bytes are needed; on
 /// success the head's length in bytes is returned with it.
 pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, HeadError> {
@@ -116,12 +127,15 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, He
         wants_close: request.version == Some(0),
     };
     let mut upgrade_websocket = false;
+    let mut websocket_keys = 0;
+    let mut transfer_encoding = false;
     for header in request.headers.iter() {
         let value = String::from_utf8_lossy(header.value).trim().to_string();
         let name = header.name;
         if name.eq_ignore_ascii_case("upgrade") {
             upgrade_websocket = value.eq_ignore_ascii_case("websocket");
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            websocket_keys += 1;
             head.websocket_key = Some(value);
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             head.websocket_version = Some(value);
@@ -130,17 +144,19 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, He
         } else if name.eq_ignore_ascii_case("x-forwarded-for") {
             head.forwarded_for = value.rsplit(',').next().map(|v| v.trim().to_string());
         } else if name.eq_ignore_ascii_case("content-length") {
-            head.content_length = Some(value.parse().map_err(|_| HeadError {
-                status: 400,
-                message: "Invalid Content-Length",
-            })?);
+            let length = content_length(&value)?;
+            // RFC 7230 §3.3.2 lets a recipient accept repeats of one value as that value; they
+            // frame the body the same way for every reader, so only differing values are refused
+            // (§3.3.3: they would let a proxy and this server split the stream differently).
+            if head.content_length.is_some_and(|seen| seen != length) {
+                return Err(HeadError {
+                    status: 400,
+                    message: "Conflicting Content-Length headers",
+                });
+            }
+            head.content_length = Some(length);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            // Every Pusher SDK sends Content-Length. Refusing other framings outright (and
-            // closing) means a body can never be mistaken for the next request.
-            return Err(HeadError {
-                status: 501,
-                message: "Transfer-Encoding is not supported: send the body with Content-Length",
-            });
+            transfer_encoding = true;
         } else if name.eq_ignore_ascii_case("connection") {
             let lower = value.to_ascii_lowercase();
             if lower.contains("close") {
@@ -150,10 +166,59 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, He
             }
         }
     }
+    if transfer_encoding {
+        return Err(transfer_encoding_refusal(head.content_length.is_some()));
+    }
     if !upgrade_websocket {
         head.websocket_key = None;
+    } else if websocket_keys > 1 {
+        return Err(HeadError {
+            status: 400,
+            message: "Duplicate Sec-WebSocket-Key header",
+        });
     }
     Ok(Some((head, length)))
+}
+
+/// A `Content-Length` value: plain decimal digits only (RFC 7230 §3.3.2), so that `+5`, `5, 5`,
+/// `0x5` or an empty value is refused rather than read one way here and another by a proxy.
+fn content_length(value: &str) -> Result<usize, HeadError> {
+    if value.is_empty() || !value.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(HeadError {
+            status: 400,
+            message: "Invalid Content-Length: expected a decimal number",
+        });
+    }
+    // Only digits, so the one way to fail is a number beyond usize: far over any body limit.
+    value.parse().map_err(|_| HeadError {
+        status: 413,
+        message: "Request body too large",
+    })
+}
+
+/// The answer to a request with `Transfer-Encoding`. Every Pusher SDK sends `Content-Length`;
+/// refusing other framings outright (and closing) means a body can never be mistaken for the
+/// next request. With `Content-Length` as well the request is ambiguous (RFC 7230 §3.3.3: the
+/// classic request-smuggling shape), so it is a 400 rather than "not implemented".
+fn transfer_encoding_refusal(with_content_length: bool) -> HeadError {
+    if with_content_length {
+        HeadError {
+            status: 400,
+            message: "Content-Length and Transfer-Encoding together are ambiguous",
+        }
+    } else {
+        HeadError {
+            status: 501,
+            message: "Transfer-Encoding is not supported: send the body with Content-Length",
+        }
+    }
+}
+
+/// Whether `key` is a valid `Sec-WebSocket-Key`: base64 of exactly 16 bytes (RFC 6455 §4.2.1).
+fn valid_websocket_key(key: &str) -> bool {
+    data_encoding::BASE64
+        .decode(key.as_bytes())
+        .is_ok_and(|nonce| nonce.len() == 16)
 }
 
 /// Checks the WebSocket-specific parts of an upgrade request and builds the `101` answer.
@@ -171,6 +236,12 @@ pub fn accept_upgrade(head: &RequestHead) -> Result<Vec<u8>, HeadError> {
         });
     }
     let key = head.websocket_key.as_deref().unwrap_or_default();
+    if !valid_websocket_key(key) {
+        return Err(HeadError {
+            status: 400,
+            message: "Invalid Sec-WebSocket-Key: expected 16 bytes in base64",
+        });
+    }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     Ok(format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -235,6 +306,72 @@ mod tests {
         let no_version =
             String::from_utf8_lossy(UPGRADE).replace("Sec-WebSocket-Version: 13\r\n", "");
         let (head, _) = parse_request_head(no_version.as_bytes()).unwrap().unwrap();
-        assert_eq!(accept_upgrade(&head).unwrap_err().status, 426);
+        let refusal = accept_upgrade(&head).unwrap_err();
+        assert_eq!(refusal.status, 426);
+        assert_eq!(
+            refusal.response_headers(),
+            &[("Sec-WebSocket-Version", "13")]
+        );
+    }
+
+    fn status_of(head: &str) -> Result<Option<usize>, u16> {
+        parse_request_head(head.as_bytes())
+            .map(|parsed| parsed.unwrap().0.content_length)
+            .map_err(|e| e.status)
+    }
+
+    #[test]
+    fn body_framing_must_be_unambiguous() {
+        let post = "POST /apps/1/events HTTP/1.1\r\n";
+        assert_eq!(
+            status_of(&format!("{post}Content-Length: 5\r\n\r\n")),
+            Ok(Some(5))
+        );
+        assert_eq!(
+            status_of(&format!(
+                "{post}Content-Length: 5\r\nContent-Length: 5\r\n\r\n"
+            )),
+            Ok(Some(5))
+        );
+        for (headers, status) in [
+            ("Content-Length: 5\r\nContent-Length: 50\r\n", 400),
+            ("Content-Length: +5\r\n", 400),
+            ("Content-Length: 5, 5\r\n", 400),
+            ("Content-Length: 0x5\r\n", 400),
+            ("Content-Length: -1\r\n", 400),
+            ("Content-Length:\r\n", 400),
+            ("Content-Length: 99999999999999999999999\r\n", 413),
+            ("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", 400),
+            ("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 400),
+            ("Transfer-Encoding: chunked\r\n", 501),
+        ] {
+            assert_eq!(
+                status_of(&format!("{post}{headers}\r\n")),
+                Err(status),
+                "{headers}"
+            );
+        }
+    }
+
+    #[test]
+    fn websocket_keys_must_be_single_and_16_bytes() {
+        let upgrade = String::from_utf8_lossy(UPGRADE).to_string();
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let twice = upgrade.replace(key, &format!("{key}{key}"));
+        assert_eq!(
+            parse_request_head(twice.as_bytes()).unwrap_err().status,
+            400
+        );
+        for bad in [
+            "",
+            "not base64!",
+            "dGhlIHNhbXBsZQ==",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25jZQ",
+        ] {
+            let request = upgrade.replace(key, &format!("Sec-WebSocket-Key: {bad}\r\n"));
+            let (head, _) = parse_request_head(request.as_bytes()).unwrap().unwrap();
+            assert_eq!(accept_upgrade(&head).unwrap_err().status, 400, "{bad:?}");
+        }
     }
 }
