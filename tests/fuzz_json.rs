@@ -275,7 +275,7 @@ proptest! {
 }
 
 proptest! {
-    #![proptest_config(fuzz_support::config(24))]
+    #![proptest_config(fuzz_support::config_capped(24, 300))]
 
     #[test]
     fn deep_nesting_is_refused_without_overflowing_the_stack(depth in 100usize..40_000, open in prop::sample::select(vec!["[", "{\"a\":"])) {

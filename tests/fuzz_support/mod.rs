@@ -16,6 +16,14 @@ pub fn config(ci_cases: u32) -> ProptestConfig {
     config
 }
 
+/// As [`config`], but never more than `max_cases` even in a long run: for properties whose
+/// cases are costly and whose input space is small (e.g. a nesting depth).
+pub fn config_capped(ci_cases: u32, max_cases: u32) -> ProptestConfig {
+    let mut config = config(ci_cases);
+    config.cases = config.cases.min(max_cases);
+    config
+}
+
 /// Random cut points for [`chunks`].
 pub fn cuts() -> impl Strategy<Value = Vec<Index>> {
     prop::collection::vec(any::<Index>(), 0..24)
