@@ -182,7 +182,7 @@ fn encode_messages(messages: &[Message], mask: [u8; 4]) -> (Vec<u8>, Vec<WsEvent
                 let step = raw.len() / pieces + 1;
                 let parts: Vec<&[u8]> = raw.chunks(step).collect();
                 let parts = if parts.is_empty() {
-                    vec![&raw[..]]
+                    vec![raw]
                 } else {
                     parts
                 };

@@ -109,7 +109,7 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
-    #![proptest_config(fuzz_support::config(200))]
+    #![proptest_config(fuzz_support::config(120))]
 
     #[test]
     fn arbitrary_contents_open_and_yield_no_corrupt_batch(

@@ -96,16 +96,18 @@ pub fn parse_request_head(buf: &[u8]) -> Result<Option<(RequestHead, usize)>, He
     // (a head, 400 for a bad byte, 431 for no end in sight) is then the same however the bytes
     // were cut into reads, not 400 or 431 depending on whether a bad byte past the limit
     // arrived in the same read.
-    let status = request.parse(&buf[..buf.len().min(MAX_HEAD_BYTES)]).map_err(|e| match e {
-        httparse::Error::TooManyHeaders => HeadError {
-            status: 431,
-            message: "Too many request headers",
-        },
-        _ => HeadError {
-            status: 400,
-            message: "Malformed HTTP request",
-        },
-    })?;
+    let status = request
+        .parse(&buf[..buf.len().min(MAX_HEAD_BYTES)])
+        .map_err(|e| match e {
+            httparse::Error::TooManyHeaders => HeadError {
+                status: 431,
+                message: "Too many request headers",
+            },
+            _ => HeadError {
+                status: 400,
+                message: "Malformed HTTP request",
+            },
+        })?;
     let length = match status {
         httparse::Status::Complete(length) => length,
         httparse::Status::Partial if buf.len() >= MAX_HEAD_BYTES => {
