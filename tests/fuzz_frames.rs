@@ -181,11 +181,7 @@ fn encode_messages(messages: &[Message], mask: [u8; 4]) -> (Vec<u8>, Vec<WsEvent
                 let raw = text.as_bytes();
                 let step = raw.len() / pieces + 1;
                 let parts: Vec<&[u8]> = raw.chunks(step).collect();
-                let parts = if parts.is_empty() {
-                    vec![raw]
-                } else {
-                    parts
-                };
+                let parts = if parts.is_empty() { vec![raw] } else { parts };
                 for (i, part) in parts.iter().enumerate() {
                     let opcode = if i == 0 { 1 } else { 0 };
                     let fin = if i + 1 == parts.len() { 0x80 } else { 0 };
