@@ -90,6 +90,16 @@ impl Response {
         self
     }
 
+    /// The response with `headers` added.
+    pub fn with_headers(mut self, headers: &[(&'static str, &str)]) -> Response {
+        self.headers.extend(
+            headers
+                .iter()
+                .map(|(name, value)| (*name, value.to_string())),
+        );
+        self
+    }
+
     /// The response as HTTP/1.1 bytes; `close` adds `Connection: close`.
     pub fn to_bytes(&self, close: bool) -> Vec<u8> {
         let extra: String = self
@@ -137,6 +147,7 @@ fn reason_phrase(status: u16) -> &'static str {
         426 => "Upgrade Required",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
         _ => "",
     }

@@ -71,7 +71,8 @@ pub async fn serve(shard: &Shard, stream: &mut TcpStream) -> Served {
 
 /// Answers with `error` and `Connection: close`.
 pub async fn refuse(stream: &mut TcpStream, error: HeadError) {
-    let response = Response::text(error.status, error.message);
+    let response =
+        Response::text(error.status, error.message).with_headers(error.response_headers());
     let _ = write_response(stream, &response, true).await;
 }
 

@@ -100,36 +100,74 @@ impl Spool {
     }
 }
 
-/// The `P` records without an `A` record, in order. A torn last line (a crash mid-write) is
-/// ignored.
+/// The `P` records without an `A` record, in order. The file is trusted for nothing: only
+/// complete lines count (a torn last line, from a crash mid-write, lacks its newline and is
+/// ignored, so a torn `A 12` cannot acknowledge batch 1), and a line that is not a record the
+/// writer could have made is skipped (invalid UTF-8, a body that is not a JSON object, a sequence
+/// number not above the ones before it), so damage costs the damaged records and never stops the
+/// spool from opening.
 fn read_pending(path: &Path) -> std::io::Result<Vec<Spooled>> {
     let file = match File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    let mut reader = BufReader::new(file);
     let mut pending: Vec<Spooled> = Vec::new();
-    for line in BufReader::new(file).lines() {
-        let line = line?;
-        let mut parts = line.splitn(3, ' ');
-        match (
-            parts.next(),
-            parts.next().and_then(|s| s.parse::<u64>().ok()),
-            parts.next(),
-        ) {
-            (Some("P"), Some(seq), Some(body))
-                if serde_json::from_str::<serde_json::Value>(body).is_ok() =>
-            {
-                pending.push(Spooled {
-                    seq,
-                    body: body.to_string(),
-                })
+    let mut highest_seq = 0;
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if reader.read_until(b'\n', &mut line)? == 0 || line.pop() != Some(b'\n') {
+            return Ok(pending);
+        }
+        match parse_record(&line) {
+            Some(Record::Pending(spooled)) if spooled.seq > highest_seq => {
+                highest_seq = spooled.seq;
+                pending.push(spooled);
             }
-            (Some("A"), Some(seq), None) => pending.retain(|s| s.seq != seq),
+            // `pending` is in increasing order of sequence number.
+            Some(Record::Ack(seq)) => {
+                if let Ok(at) = pending.binary_search_by_key(&seq, |s| s.seq) {
+                    pending.remove(at);
+                }
+            }
             _ => {}
         }
     }
-    Ok(pending)
+}
+
+/// One line of the spool file.
+enum Record {
+    /// `P seq body`: a batch written before its first attempt.
+    Pending(Spooled),
+    /// `A seq`: batch `seq` is done.
+    Ack(u64),
+}
+
+/// Parses a line (without its newline) as the writer formats records; `None` for anything else.
+fn parse_record(line: &[u8]) -> Option<Record> {
+    let line = std::str::from_utf8(line).ok()?;
+    let mut parts = line.splitn(3, ' ');
+    let (kind, seq, body) = (parts.next()?, parts.next()?, parts.next());
+    // Digits only (no sign), and below u64::MAX: the writer always has a next number to give.
+    if seq.is_empty() || !seq.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let seq = seq.parse::<u64>().ok().filter(|&seq| seq < u64::MAX)?;
+    match (kind, body) {
+        ("P", Some(body)) if is_json_object(body) => Some(Record::Pending(Spooled {
+            seq,
+            body: body.to_string(),
+        })),
+        ("A", None) => Some(Record::Ack(seq)),
+        _ => None,
+    }
+}
+
+/// Whether `body` is a JSON object, as every webhook request body is.
+fn is_json_object(body: &str) -> bool {
+    serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(body).is_ok()
 }
 
 #[cfg(test)]
@@ -171,6 +209,28 @@ mod tests {
             spool.ack(seq).unwrap();
         }
         assert_eq!(std::fs::metadata(&path).unwrap().len(), 0);
+        let (_, pending) = Spool::open(&path, 1 << 20).unwrap();
+        assert!(pending.is_empty());
+    }
+
+    /// Found by tests/fuzz_spool.rs: one byte of invalid UTF-8 (a multi-byte character torn by
+    /// a crash) made `open` fail, and with it the server's start; a torn `A 12` acknowledged
+    /// batch 1.
+    #[test]
+    fn damage_costs_only_the_damaged_records() {
+        let path = temp_path("damage");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let mut contents = Vec::new();
+        for seq in 1..=12 {
+            contents.extend(format!("P {seq} {{\"n\":{seq}}}\n").into_bytes());
+        }
+        contents.extend(b"P 13 {\"e\":\"\xc3\"}\nA 2\nP 14 [1]\nP 3 {\"late\":1}\nA +4\nA 12");
+        std::fs::write(&path, &contents).unwrap();
+        let (mut spool, pending) = Spool::open(&path, 1 << 20).unwrap();
+        let seqs: Vec<u64> = pending.iter().map(|s| s.seq).collect();
+        assert_eq!(seqs, vec![1, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12]);
+        assert_eq!(spool.append("{}").unwrap(), 13);
+        std::fs::write(&path, format!("P {} {{}}\n", u64::MAX)).unwrap();
         let (_, pending) = Spool::open(&path, 1 << 20).unwrap();
         assert!(pending.is_empty());
     }

@@ -190,18 +190,24 @@ fn complete(message: Vec<u8>, is_text: bool) -> Result<WsEvent, FrameError> {
 }
 
 /// The code of a client's close frame; a 1-byte payload or a code that may not be sent on the
-/// wire (RFC 6455 §7.4) is a protocol error.
+/// wire (RFC 6455 §7.4: 1004–1006, 1015, and the unassigned 0–999 and 1016–2999) is a protocol
+/// error, and a reason that is not UTF-8 fails the connection with 1007 (§5.5.1, §8.1).
 fn close_code(payload: &[u8]) -> Result<Option<u16>, FrameError> {
     match payload {
         [] => Ok(None),
         [_] => Err(FrameError::protocol("close frame with a 1-byte payload")),
-        [a, b, ..] => {
+        [a, b, reason @ ..] => {
             let code = u16::from_be_bytes([*a, *b]);
-            if matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
-                Ok(Some(code))
-            } else {
-                Err(FrameError::protocol("invalid close code"))
+            if !matches!(code, 1000..=1003 | 1007..=1014 | 3000..=4999) {
+                return Err(FrameError::protocol("invalid close code"));
             }
+            if std::str::from_utf8(reason).is_err() {
+                return Err(FrameError {
+                    close_code: codes::WS_INVALID_PAYLOAD,
+                    reason: "close reason is not valid UTF-8",
+                });
+            }
+            Ok(Some(code))
         }
     }
 }
@@ -399,6 +405,28 @@ mod tests {
         assert_eq!(
             feed_all(&client_frame(8, true, &4000u16.to_be_bytes())).unwrap(),
             vec![WsEvent::Close(Some(4000))]
+        );
+        for code in [0u16, 1004, 1006, 1015, 1016, 2999, 5000] {
+            let frame = client_frame(8, true, &code.to_be_bytes());
+            assert_eq!(feed_all(&frame).unwrap_err().close_code, 1002, "{code}");
+        }
+    }
+
+    #[test]
+    fn a_close_reason_must_be_utf8() {
+        let mut payload = 1000u16.to_be_bytes().to_vec();
+        payload.extend_from_slice("bye ☃".as_bytes());
+        assert_eq!(
+            feed_all(&client_frame(8, true, &payload)).unwrap(),
+            vec![WsEvent::Close(Some(1000))]
+        );
+        // Autobahn 7.5.1: a valid code with an invalid reason.
+        payload.truncate(payload.len() - 1);
+        assert_eq!(
+            feed_all(&client_frame(8, true, &payload))
+                .unwrap_err()
+                .close_code,
+            1007
         );
     }
 

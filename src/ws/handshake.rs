@@ -3,6 +3,13 @@
 
 use crate::http::request::{HeadError, RequestHead};
 
+/// Whether `key` is a valid `Sec-WebSocket-Key`: base64 of exactly 16 bytes (RFC 6455 §4.2.1).
+fn valid_websocket_key(key: &str) -> bool {
+    data_encoding::BASE64
+        .decode(key.as_bytes())
+        .is_ok_and(|nonce| nonce.len() == 16)
+}
+
 /// Checks the WebSocket-specific parts of an upgrade request and builds the `101` answer.
 pub fn accept_upgrade(head: &RequestHead) -> Result<Vec<u8>, HeadError> {
     if head.method != "GET" {
@@ -18,6 +25,12 @@ pub fn accept_upgrade(head: &RequestHead) -> Result<Vec<u8>, HeadError> {
         });
     }
     let key = head.websocket_key.as_deref().unwrap_or_default();
+    if !valid_websocket_key(key) {
+        return Err(HeadError {
+            status: 400,
+            message: "Invalid Sec-WebSocket-Key: expected 16 bytes in base64",
+        });
+    }
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     Ok(format!(
         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {accept}\r\n\r\n"
@@ -65,6 +78,19 @@ mod tests {
         let mut huge = b"GET / HTTP/1.1\r\nX: ".to_vec();
         huge.extend(std::iter::repeat_n(b'a', MAX_HEAD_BYTES));
         assert_eq!(parse_request_head(&huge).unwrap_err().status, 431);
+        // Found by tests/fuzz_http.rs: a head just over the limit that arrives whole.
+        let mut whole = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        whole.resize(MAX_HEAD_BYTES - 4, b'a');
+        whole.extend_from_slice(b"\r\n\r\n");
+        assert!(parse_request_head(&whole).unwrap().is_some());
+        whole.insert(20, b'a');
+        assert_eq!(parse_request_head(&whole).unwrap_err().status, 431);
+        // Found by the same fuzzer: a bad byte just past the limit made it 400 when it arrived
+        // in the same read, 431 otherwise.
+        let mut late_garbage = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        late_garbage.resize(MAX_HEAD_BYTES + 1, b'a');
+        late_garbage.push(0);
+        assert_eq!(parse_request_head(&late_garbage).unwrap_err().status, 431);
     }
 
     #[test]
@@ -83,6 +109,72 @@ mod tests {
         let no_version =
             String::from_utf8_lossy(UPGRADE).replace("Sec-WebSocket-Version: 13\r\n", "");
         let (head, _) = parse_request_head(no_version.as_bytes()).unwrap().unwrap();
-        assert_eq!(accept_upgrade(&head).unwrap_err().status, 426);
+        let refusal = accept_upgrade(&head).unwrap_err();
+        assert_eq!(refusal.status, 426);
+        assert_eq!(
+            refusal.response_headers(),
+            &[("Sec-WebSocket-Version", "13")]
+        );
+    }
+
+    fn status_of(head: &str) -> Result<Option<usize>, u16> {
+        parse_request_head(head.as_bytes())
+            .map(|parsed| parsed.unwrap().0.content_length)
+            .map_err(|e| e.status)
+    }
+
+    #[test]
+    fn body_framing_must_be_unambiguous() {
+        let post = "POST /apps/1/events HTTP/1.1\r\n";
+        assert_eq!(
+            status_of(&format!("{post}Content-Length: 5\r\n\r\n")),
+            Ok(Some(5))
+        );
+        assert_eq!(
+            status_of(&format!(
+                "{post}Content-Length: 5\r\nContent-Length: 5\r\n\r\n"
+            )),
+            Ok(Some(5))
+        );
+        for (headers, status) in [
+            ("Content-Length: 5\r\nContent-Length: 50\r\n", 400),
+            ("Content-Length: +5\r\n", 400),
+            ("Content-Length: 5, 5\r\n", 400),
+            ("Content-Length: 0x5\r\n", 400),
+            ("Content-Length: -1\r\n", 400),
+            ("Content-Length:\r\n", 400),
+            ("Content-Length: 99999999999999999999999\r\n", 413),
+            ("Content-Length: 5\r\nTransfer-Encoding: chunked\r\n", 400),
+            ("Transfer-Encoding: chunked\r\nContent-Length: 5\r\n", 400),
+            ("Transfer-Encoding: chunked\r\n", 501),
+        ] {
+            assert_eq!(
+                status_of(&format!("{post}{headers}\r\n")),
+                Err(status),
+                "{headers}"
+            );
+        }
+    }
+
+    #[test]
+    fn websocket_keys_must_be_single_and_16_bytes() {
+        let upgrade = String::from_utf8_lossy(UPGRADE).to_string();
+        let key = "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n";
+        let twice = upgrade.replace(key, &format!("{key}{key}"));
+        assert_eq!(
+            parse_request_head(twice.as_bytes()).unwrap_err().status,
+            400
+        );
+        for bad in [
+            "",
+            "not base64!",
+            "dGhlIHNhbXBsZQ==",
+            "dGhlIHNhbXBsZSBub25jZR==",
+            "dGhlIHNhbXBsZSBub25jZQ",
+        ] {
+            let request = upgrade.replace(key, &format!("Sec-WebSocket-Key: {bad}\r\n"));
+            let (head, _) = parse_request_head(request.as_bytes()).unwrap().unwrap();
+            assert_eq!(accept_upgrade(&head).unwrap_err().status, 400, "{bad:?}");
+        }
     }
 }
