@@ -588,16 +588,7 @@ impl Shard {
                     s.reconnects.load(Relaxed),
                 )
             }),
-            webhooks: self.webhooks.as_ref().map(|w| {
-                let s = &w.stats;
-                (
-                    s.pending.load(Relaxed),
-                    s.delivered.load(Relaxed),
-                    s.failed_attempts.load(Relaxed),
-                    s.dead_lettered.load(Relaxed),
-                    s.spool_full.load(Relaxed),
-                )
-            }),
+            webhooks: self.webhooks.as_ref().map(|w| w.stats.facts()),
         }
     }
 
