@@ -18,14 +18,16 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Most messages waiting in the dispatcher's inlet (about 100 bytes each plus their strings).
+/// Most messages waiting in the dispatcher's inlet. The channel allocates its slots up front;
+/// events are boxed so that a slot is two words (1 MiB in all), the event's own allocation
+/// existing only while it waits.
 pub const INLET_CAPACITY: usize = 65_536;
 
 /// What the dispatcher is told.
 #[derive(Debug)]
 pub enum Inbound {
     /// A shard's event of app index `.0`.
-    Event(u32, WebhookEvent),
+    Event(u32, Box<WebhookEvent>),
     /// Send what an earlier run owes (see [`super::Webhooks::replay_owed`]).
     ReplayOwed,
     /// Forget what an earlier run owes (another node reports it).
@@ -183,7 +185,7 @@ impl Dispatcher {
             match inlet.recv_timeout(self.next_deadline()) {
                 Ok(Inbound::Event(app, event)) => {
                     stats.inlet_depth.fetch_sub(1, Ordering::Relaxed);
-                    self.accept(app, event, Instant::now());
+                    self.accept(app, *event, Instant::now());
                 }
                 Ok(Inbound::ReplayOwed) => self.replay_owed(Instant::now()),
                 Ok(Inbound::DiscardOwed) => self.discard_owed(),

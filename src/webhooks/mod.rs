@@ -194,7 +194,7 @@ impl Webhooks {
             return;
         }
         self.stats.inlet_depth.fetch_add(1, Ordering::Relaxed);
-        match self.inlet.try_send(Inbound::Event(app, event)) {
+        match self.inlet.try_send(Inbound::Event(app, Box::new(event))) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.stats.inlet_depth.fetch_sub(1, Ordering::Relaxed);
@@ -266,6 +266,64 @@ impl Webhooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn occupied(channel: &str) -> WebhookEvent {
+        WebhookEvent::ChannelOccupied {
+            channel: channel.into(),
+        }
+    }
+
+    #[test]
+    fn a_full_inlet_drops_and_counts_instead_of_blocking_the_shard() {
+        let (inlet, _events) = std::sync::mpsc::sync_channel(2);
+        let webhooks = Webhooks {
+            inlet,
+            dispatcher: Mutex::new(None),
+            enabled: vec![true],
+            stop_flush: Duration::ZERO,
+            stats: Arc::default(),
+        };
+        for n in 0..5 {
+            webhooks.emit(0, occupied(&format!("c{n}")));
+        }
+        let facts = webhooks.stats.facts();
+        assert_eq!(facts.inlet_depth, 2);
+        assert_eq!(facts.dropped_inlet_full, 3);
+    }
+
+    #[test]
+    fn stop_works_through_a_shared_reference_once_and_spools_what_is_held() {
+        let dir =
+            std::env::temp_dir().join(format!("warren-webhooks-stop-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let config = Config::from_toml_str(&format!(
+            "[webhooks]\nspool_dir = {:?}\ngrace_ms = 60000\nbatch_window_ms = 60000\nstop_flush_ms = 100\n\
+             [[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\nwebhooks = [{{ url = \"http://127.0.0.1:9/down\" }}]\n",
+            dir.display().to_string()
+        ))
+        .unwrap();
+        let apps = AppRegistry::new(&config);
+        let webhooks = Webhooks::start(&config, &apps).unwrap().unwrap();
+        let shard_copy = webhooks.clone();
+        webhooks.emit(0, occupied("a"));
+        webhooks.emit(
+            0,
+            WebhookEvent::ChannelVacated {
+                channel: "b".into(),
+            },
+        );
+        webhooks.stop();
+        webhooks.stop();
+        shard_copy.emit(0, occupied("after-stop"));
+        // Both events (one of them held for a 60 s grace window, the batch open for 60 s) were
+        // handed to the spool at the stop; the receiver is down, so they wait there.
+        let spool = std::fs::read_to_string(dir.join("app-1-0.spool")).unwrap();
+        assert!(spool.contains(r#""channel":"a""#), "{spool}");
+        assert!(spool.contains(r#""channel":"b","name":"channel_vacated""#), "{spool}");
+        assert!(!spool.contains("after-stop"), "{spool}");
+        let journal = std::fs::read_to_string(dir.join("app-1-reported.journal")).unwrap();
+        assert_eq!(journal, "[\"+\",\"a\"]\n");
+    }
 
     #[test]
     fn event_objects_have_the_pusher_field_names() {
