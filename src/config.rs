@@ -133,7 +133,9 @@ fn validate_webhook_header(key: String, name: &str, value: &str) -> Result<(), C
     {
         return Err(ConfigError::new(
             key,
-            format!("{reserved} is set by Warren on every webhook request and cannot be configured"),
+            format!(
+                "{reserved} is set by Warren on every webhook request and cannot be configured"
+            ),
         ));
     }
     if value.chars().any(|c| c.is_control() && c != '\t') {
@@ -860,15 +862,32 @@ secret = "s""#,
         let with_headers = |headers: &str| {
             format!("{app}webhooks = [{{ url = \"http://a\" }}, {{ url = \"http://b\", headers = {{ {headers} }} }}]\n")
         };
-        let ok = Config::from_toml_str(&with_headers("X-Custom = \"v\", Authorization = \"Bearer t\"")).unwrap();
+        let ok = Config::from_toml_str(&with_headers(
+            "X-Custom = \"v\", Authorization = \"Bearer t\"",
+        ))
+        .unwrap();
         assert_eq!(ok.apps[0].webhooks[1].headers["X-Custom"], "v");
-        for name in ["X-Pusher-Signature", "x-pusher-key", "CONTENT-TYPE", "Content-Length", "host"] {
-            let err = Config::from_toml_str(&with_headers(&format!("\"{name}\" = \"v\""))).unwrap_err();
-            assert_eq!(err.key, format!("apps[0].webhooks[1].headers.{name}"), "{err}");
+        for name in [
+            "X-Pusher-Signature",
+            "x-pusher-key",
+            "CONTENT-TYPE",
+            "Content-Length",
+            "host",
+        ] {
+            let err =
+                Config::from_toml_str(&with_headers(&format!("\"{name}\" = \"v\""))).unwrap_err();
+            assert_eq!(
+                err.key,
+                format!("apps[0].webhooks[1].headers.{name}"),
+                "{err}"
+            );
             assert!(err.to_string().contains("set by Warren"), "{err}");
         }
         for (header, why) in [
-            ("\"X-A\" = \"v\\r\\nX-Pusher-Key: forged\"", "control characters"),
+            (
+                "\"X-A\" = \"v\\r\\nX-Pusher-Key: forged\"",
+                "control characters",
+            ),
             ("\"X A\" = \"v\"", "header name"),
         ] {
             let err = Config::from_toml_str(&with_headers(header)).unwrap_err();

@@ -37,14 +37,18 @@ impl Outlet {
                 self.stats.pending.fetch_add(1, Ordering::Relaxed);
             }
             Err(SpoolError::Full) => {
-                self.stats.dropped_spool_full.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .dropped_spool_full
+                    .fetch_add(1, Ordering::Relaxed);
                 self.stats.spool_full_log.note(|dropped| {
                     tracing::error!(url = %self.url, dropped, "webhook spool is full: new batches are dropped until the receiver catches up");
                 });
                 return;
             }
             Err(SpoolError::Io(error)) => {
-                self.stats.dropped_spool_error.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .dropped_spool_error
+                    .fetch_add(1, Ordering::Relaxed);
                 tracing::error!(url = %self.url, %error, "cannot write the webhook spool: batch dropped");
                 return;
             }

@@ -157,8 +157,8 @@ struct Dispatcher {
     targets: Vec<Vec<Target>>,
     journals: Vec<Option<Journal>>,
     held: AHashMap<HeldKey, (Instant, WebhookEvent)>,
-    /// What an earlier run reported and did not take back; a re-occupation or re-join cancels
-    /// an entry (the receiver already believes it), a replay sends it.
+    /// What an earlier run reported and did not take back; a re-occupation or re-join settles
+    /// an entry, a replay sends it (through the grace window), a discard forgets it.
     owed: AHashMap<HeldKey, WebhookEvent>,
     retractions: Vec<Retraction>,
     grace: Duration,
@@ -251,10 +251,14 @@ impl Dispatcher {
         }
     }
 
-    /// An occupation or join is sent unless it cancels a held (or owed) vacate or leave: then
-    /// the receiver never heard of the gap.
+    /// An occupation or join is sent unless it cancels a held vacate or leave (then the
+    /// receiver never heard of the gap). It also settles an owed entry for the same channel or
+    /// member, which is then not replayed; it is still sent, since another node may have reported
+    /// the entry gone meanwhile (clustered, before [`Inbound::DiscardOwed`]): at worst the
+    /// receiver hears of an occupation twice, never misses one.
     fn report_unless_cancelling(&mut self, key: HeldKey, event: WebhookEvent, now: Instant) {
-        if self.held.remove(&key).is_none() && self.owed.remove(&key).is_none() {
+        self.owed.remove(&key);
+        if self.held.remove(&key).is_none() {
             self.report(key.0, event, now);
         }
     }
@@ -266,14 +270,17 @@ impl Dispatcher {
         }
     }
 
+    /// Sends the held events that are due, oldest first; at the same instant members before
+    /// channels (a `member_removed` before its channel's `channel_vacated`).
     fn release_due(&mut self, now: Instant) {
-        let due: Vec<HeldKey> = self
+        let mut due: Vec<(Instant, HeldKey)> = self
             .held
             .iter()
             .filter(|(_, (at, _))| *at <= now)
-            .map(|(k, _)| k.clone())
+            .map(|(k, (at, _))| (*at, k.clone()))
             .collect();
-        for key in due {
+        due.sort_by(|(a_at, a), (b_at, b)| (a_at, a.2.is_none(), a).cmp(&(b_at, b.2.is_none(), b)));
+        for (_, key) in due {
             if let Some((_, event)) = self.held.remove(&key) {
                 self.report(key.0, event, now);
             }
@@ -375,10 +382,9 @@ impl Dispatcher {
     }
 
     /// Sends what an earlier run owes, through the grace window like any vacate or leave (a
-    /// client back within it cancels its entry): members first, then channels.
+    /// client back within it cancels its entry).
     fn replay_owed(&mut self, now: Instant) {
-        let mut owed: Vec<(HeldKey, WebhookEvent)> = self.owed.drain().collect();
-        owed.sort_by(|(a, _), (b, _)| (a.2.is_none(), a).cmp(&(b.2.is_none(), b)));
+        let owed: Vec<(HeldKey, WebhookEvent)> = self.owed.drain().collect();
         if !owed.is_empty() {
             tracing::info!(
                 events = owed.len(),
@@ -614,7 +620,7 @@ mod tests {
     }
 
     #[test]
-    fn what_a_crashed_run_owes_is_replayed_or_cancelled_by_a_return() {
+    fn what_a_crashed_run_owes_is_replayed_or_settled_by_a_return() {
         let (tx, spool) = outlet("t7");
         let mut d = dispatcher(vec![(target(None, &[]), tx)]);
         let (mut journal, path) = journal("t7");
@@ -629,8 +635,8 @@ mod tests {
         d.journals = vec![Some(journal)];
         d.owe(owed.into_iter().map(|e| (0, e)).collect());
         let t0 = Instant::now();
-        // A client is back on "back" before the replay: the receiver already believes it is
-        // occupied, so nothing is sent for it.
+        // A client is back on "back" before the replay: its occupation is sent (clustered,
+        // another node may have reported it vacated meanwhile) and it is no longer owed.
         d.accept(0, occupied("back"), t0);
         d.replay_owed(t0);
         d.release_due(t0 + Duration::from_millis(1000));
@@ -638,8 +644,9 @@ mod tests {
         d.retract_flushed();
         assert_eq!(
             next_batch(&spool).unwrap(),
-            vec!["member_removed:presence-p", "channel_vacated:gone"]
+            vec!["channel_occupied:back", "member_removed:presence-p"]
         );
+        assert_eq!(next_batch(&spool).unwrap(), vec!["channel_vacated:gone"]);
         assert_eq!(next_batch(&spool), None);
         assert_eq!(left(&path), vec!["back"]);
     }

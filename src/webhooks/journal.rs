@@ -191,10 +191,8 @@ mod tests {
     use super::*;
 
     fn temp_path(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "warren-journal-test-{}-{name}",
-            std::process::id()
-        ));
+        let dir =
+            std::env::temp_dir().join(format!("warren-journal-test-{}-{name}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         dir.join("app-1-reported.journal")
     }
@@ -227,10 +225,7 @@ mod tests {
             .write_all(b"[\"+\",\"torn")
             .unwrap();
         let (mut journal, left) = Journal::open(&path).unwrap();
-        assert_eq!(
-            left,
-            vec![channel("a"), member("presence-p", "u \"1\"")]
-        );
+        assert_eq!(left, vec![channel("a"), member("presence-p", "u \"1\"")]);
         journal.remove(&channel("a")).unwrap();
         journal.remove(&member("presence-p", "u \"1\"")).unwrap();
         journal.sync().unwrap();

@@ -198,7 +198,9 @@ impl Webhooks {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
                 self.stats.inlet_depth.fetch_sub(1, Ordering::Relaxed);
-                self.stats.dropped_inlet_full.fetch_add(1, Ordering::Relaxed);
+                self.stats
+                    .dropped_inlet_full
+                    .fetch_add(1, Ordering::Relaxed);
                 self.stats.inlet_full_log.note(|dropped| {
                     tracing::error!(dropped, "the webhook dispatcher is behind: events dropped");
                 });
@@ -293,8 +295,7 @@ mod tests {
 
     #[test]
     fn stop_works_through_a_shared_reference_once_and_spools_what_is_held() {
-        let dir =
-            std::env::temp_dir().join(format!("warren-webhooks-stop-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("warren-webhooks-stop-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let config = Config::from_toml_str(&format!(
             "[webhooks]\nspool_dir = {:?}\ngrace_ms = 60000\nbatch_window_ms = 60000\nstop_flush_ms = 100\n\
@@ -319,7 +320,10 @@ mod tests {
         // handed to the spool at the stop; the receiver is down, so they wait there.
         let spool = std::fs::read_to_string(dir.join("app-1-0.spool")).unwrap();
         assert!(spool.contains(r#""channel":"a""#), "{spool}");
-        assert!(spool.contains(r#""channel":"b","name":"channel_vacated""#), "{spool}");
+        assert!(
+            spool.contains(r#""channel":"b","name":"channel_vacated""#),
+            "{spool}"
+        );
         assert!(!spool.contains("after-stop"), "{spool}");
         let journal = std::fs::read_to_string(dir.join("app-1-reported.journal")).unwrap();
         assert_eq!(journal, "[\"+\",\"a\"]\n");
