@@ -8,7 +8,7 @@ use crate::auth;
 use crate::config::{AppConfig, WebhookSettings, WebhookTarget};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -32,9 +32,20 @@ impl Outlet {
     /// Spools `body` and wakes the delivery thread. A full spool (`spool_max_bytes`) drops the
     /// batch (the newest one: what is already spooled keeps its order), counted and logged.
     pub fn send(&self, body: String) {
-        match lock(&self.spool).append(&body) {
-            Ok(_) => {
+        let appended = {
+            let mut spool = lock(&self.spool);
+            let appended = spool.append(&body);
+            if appended.is_ok() {
+                // Counted before the delivery thread can read (and uncount) it.
                 self.stats.pending.fetch_add(1, Ordering::Relaxed);
+            }
+            appended
+        };
+        match appended {
+            Ok(_) => {
+                // A full wake-up channel already holds a wake-up; a closed one means the process
+                // is exiting.
+                let _ = self.wake.try_send(());
             }
             Err(SpoolError::Full) => {
                 self.stats
@@ -43,20 +54,15 @@ impl Outlet {
                 self.stats.spool_full_log.note(|dropped| {
                     tracing::error!(url = %self.url, dropped, "webhook spool is full: new batches are dropped until the receiver catches up");
                 });
-                return;
             }
             Err(SpoolError::Io(error)) => {
                 self.stats
                     .dropped_spool_error
                     .fetch_add(1, Ordering::Relaxed);
-                tracing::error!(url = %self.url, %error, "cannot write the webhook spool: batch dropped");
-                return;
+                self.stats.spool_error_log.note(|dropped| {
+                    tracing::error!(url = %self.url, %error, dropped, "cannot write the webhook spool: batches dropped");
+                });
             }
-        }
-        match self.wake.try_send(()) {
-            Ok(()) | Err(TrySendError::Full(())) => {}
-            // The delivery thread lives as long as the process.
-            Err(TrySendError::Disconnected(())) => {}
         }
     }
 }

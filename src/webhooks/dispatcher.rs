@@ -145,13 +145,10 @@ fn unix_millis() -> u64 {
 /// What a held event is waiting for: a channel's re-occupation or a user's return.
 type HeldKey = (u32, String, Option<String>);
 
-/// A `channel_vacated`/`member_removed` routed into batches: the journal forgets the entry once
-/// every batch it may be in has been spooled (`flushes` of the app's targets when it was routed).
-struct Retraction {
-    app: u32,
-    entry: Entry,
-    flushes: Vec<u64>,
-}
+/// A `channel_vacated`/`member_removed` routed into batches, by app and journal entry: the journal
+/// forgets the entry once every batch it may be in has been spooled (the value: `flushes` of the
+/// app's targets when it was routed).
+type Retractions = AHashMap<(u32, Entry), Vec<u64>>;
 
 struct Dispatcher {
     targets: Vec<Vec<Target>>,
@@ -160,7 +157,7 @@ struct Dispatcher {
     /// What an earlier run reported and did not take back; a re-occupation or re-join settles
     /// an entry, a replay sends it (through the grace window), a discard forgets it.
     owed: AHashMap<HeldKey, WebhookEvent>,
-    retractions: Vec<Retraction>,
+    retractions: Retractions,
     grace: Duration,
     window: Duration,
     max_batch: usize,
@@ -173,7 +170,7 @@ impl Dispatcher {
             targets,
             held: AHashMap::new(),
             owed: AHashMap::new(),
-            retractions: Vec::new(),
+            retractions: Retractions::default(),
             grace: Duration::from_millis(settings.grace_ms),
             window: Duration::from_millis(settings.batch_window_ms),
             max_batch: settings.max_batch_size.max(1),
@@ -306,8 +303,7 @@ impl Dispatcher {
         };
         if !taken_back {
             // A vacate routed just before, not yet spooled, must not take this one back.
-            self.retractions
-                .retain(|r| !(r.app == app && r.entry == entry));
+            self.retractions.remove(&(app, entry.clone()));
             self.journal(app, |journal| journal.add(&entry));
         }
         self.route(app, event, now);
@@ -316,11 +312,7 @@ impl Dispatcher {
                 .iter()
                 .map(|t| t.flushes)
                 .collect();
-            self.retractions.push(Retraction {
-                app,
-                entry,
-                flushes,
-            });
+            self.retractions.insert((app, entry), flushes);
         }
     }
 
@@ -350,18 +342,20 @@ impl Dispatcher {
         if self.retractions.is_empty() {
             return;
         }
-        let (done, waiting): (Vec<Retraction>, Vec<Retraction>) =
-            std::mem::take(&mut self.retractions)
-                .into_iter()
-                .partition(|r| {
-                    self.targets[r.app as usize]
-                        .iter()
-                        .zip(&r.flushes)
-                        .all(|(target, seen)| target.flushed_since(*seen))
-                });
-        self.retractions = waiting;
-        for retraction in done {
-            self.journal(retraction.app, |journal| journal.remove(&retraction.entry));
+        let targets = &self.targets;
+        let mut done = Vec::new();
+        self.retractions.retain(|(app, entry), flushes| {
+            let spooled = targets[*app as usize]
+                .iter()
+                .zip(flushes.iter())
+                .all(|(target, seen)| target.flushed_since(*seen));
+            if spooled {
+                done.push((*app, entry.clone()));
+            }
+            !spooled
+        });
+        for (app, entry) in done {
+            self.journal(app, |journal| journal.remove(&entry));
         }
     }
 

@@ -29,6 +29,8 @@ pub struct WebhookStats {
     pub pending: AtomicU64,
     /// Rate limit of the "spool full" error line.
     pub(crate) spool_full_log: DropLog,
+    /// Rate limit of the "cannot write the spool" error line.
+    pub(crate) spool_error_log: DropLog,
     /// Rate limit of the "inlet full" error line.
     pub(crate) inlet_full_log: DropLog,
 }
