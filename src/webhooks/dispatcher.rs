@@ -51,7 +51,7 @@ pub fn start(
     let mut targets = Vec::new();
     let mut journals = Vec::new();
     let mut owed = Vec::new();
-    for (index, app) in apps.iter().enumerate() {
+    for (app_index, app) in apps.iter().enumerate() {
         let mut app_targets = Vec::new();
         for (index, target) in app.config.webhooks.iter().enumerate() {
             let outlet =
@@ -61,14 +61,8 @@ pub fn start(
         let journal = if app_targets.is_empty() {
             None
         } else {
-            let path = PathBuf::from(&config.webhooks.spool_dir)
-                .join(format!("app-{}-reported.journal", app.config.id));
-            let (journal, left) = Journal::open(&path)
-                .map_err(|e| format!("webhook journal {}: {e}", path.display()))?;
-            if !left.is_empty() {
-                tracing::warn!(app = %app.config.id, owed = left.len(), "the last run stopped without taking back what it reported to webhook receivers (a crash?)");
-            }
-            owed.extend(left.into_iter().map(|entry| (index as u32, entry)));
+            let (journal, left) = open_journal(&config.webhooks, &app.config.id)?;
+            owed.extend(left.into_iter().map(|entry| (app_index as u32, entry)));
             Some(journal)
         };
         targets.push(app_targets);
@@ -86,6 +80,17 @@ pub fn start(
         .spawn(move || dispatcher.run(rx, &stats))
         .map_err(|e| format!("cannot start the webhook dispatcher: {e}"))?;
     Ok((tx, thread))
+}
+
+/// Opens app `app_id`'s journal; returns it and what the last run left in it.
+fn open_journal(settings: &WebhookSettings, app_id: &str) -> Result<(Journal, Vec<Entry>), String> {
+    let path = PathBuf::from(&settings.spool_dir).join(format!("app-{app_id}-reported.journal"));
+    let (journal, left) =
+        Journal::open(&path).map_err(|e| format!("webhook journal {}: {e}", path.display()))?;
+    if !left.is_empty() {
+        tracing::warn!(app = %app_id, owed = left.len(), "the last run stopped without taking back what it reported to webhook receivers (a crash?)");
+    }
+    Ok((journal, left))
 }
 
 /// One receiver as the dispatcher sees it: its filter and its open batch.
