@@ -54,8 +54,12 @@ pub struct WebhookSettings {
     pub timeout_ms: u64,
     /// Directory of the spool files that keep pending webhooks across restarts.
     pub spool_dir: String,
-    /// Largest spool file, in bytes; beyond it new batches are refused (logged as errors).
+    /// Largest spool file, in bytes. The spool is the receiver's queue: when it is full, new
+    /// batches are dropped (counted in `warren_webhooks_batches_dropped_total`, logged).
     pub spool_max_bytes: u64,
+    /// Milliseconds a graceful stop waits for the receivers to take the last batches (what they
+    /// do not take stays in the spool for the next start).
+    pub stop_flush_ms: u64,
 }
 
 impl Default for WebhookSettings {
@@ -68,6 +72,7 @@ impl Default for WebhookSettings {
             timeout_ms: 5000,
             spool_dir: "warren-data/webhooks".into(),
             spool_max_bytes: 64 * 1024 * 1024,
+            stop_flush_ms: 3000,
         }
     }
 }
@@ -82,6 +87,66 @@ pub const WEBHOOK_EVENTS: [&str; 7] = [
     "subscription_count",
     "cache_miss",
 ];
+
+/// Request headers Warren sets itself on every webhook request (compared case-insensitively): a
+/// receiver's configured `headers` may not name them, so that each is sent exactly once and the
+/// signature the SDKs check is Warren's (`X-Pusher-*`), and the framing is Warren's (the rest).
+pub const RESERVED_WEBHOOK_HEADERS: [&str; 7] = [
+    "Content-Type",
+    "X-Pusher-Key",
+    "X-Pusher-Signature",
+    "Content-Length",
+    "Transfer-Encoding",
+    "Host",
+    "Connection",
+];
+
+impl WebhookSettings {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let key = |k: &str| format!("webhooks.{k}");
+        let positive = [
+            ("max_batch_size", self.max_batch_size as u64),
+            ("timeout_ms", self.timeout_ms),
+            ("spool_max_bytes", self.spool_max_bytes),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(key(name), "must be greater than 0"));
+            }
+        }
+        if self.spool_dir.is_empty() {
+            return Err(ConfigError::new(key("spool_dir"), "must not be empty"));
+        }
+        Ok(())
+    }
+}
+
+/// Checks one configured webhook header: a valid HTTP field name (RFC 9110 token) that Warren
+/// does not set itself, and a value without control characters (no header injection).
+fn validate_webhook_header(key: String, name: &str, value: &str) -> Result<(), ConfigError> {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || !name.chars().all(token) {
+        return Err(ConfigError::new(key, "is not a valid HTTP header name"));
+    }
+    if let Some(reserved) = RESERVED_WEBHOOK_HEADERS
+        .iter()
+        .find(|r| r.eq_ignore_ascii_case(name))
+    {
+        return Err(ConfigError::new(
+            key,
+            format!(
+                "{reserved} is set by Warren on every webhook request and cannot be configured"
+            ),
+        ));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(ConfigError::new(
+            key,
+            "must not contain control characters (CR, LF, ...)",
+        ));
+    }
+    Ok(())
+}
 
 /// One webhook receiver of an app.
 #[derive(Debug, Clone, Deserialize)]
@@ -495,6 +560,7 @@ impl Config {
     /// Checks every rule a running server relies on; the first broken one is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.webhooks.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
@@ -738,6 +804,9 @@ impl AppConfig {
                         WEBHOOK_EVENTS.join(", ")
                     ),
                 ));
+            }
+            for (name, value) in &target.headers {
+                validate_webhook_header(key(&format!("headers.{name}")), name, value)?;
             }
         }
         Ok(())
@@ -1023,6 +1092,51 @@ secret = "s""#,
         assert_eq!(
             config.apps[0].webhooks[0].filter.channel_suffix.as_deref(),
             Some("-admin")
+        );
+    }
+
+    #[test]
+    fn webhook_headers_may_not_name_the_ones_warren_sets() {
+        let app = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n";
+        let with_headers = |headers: &str| {
+            format!("{app}webhooks = [{{ url = \"http://a\" }}, {{ url = \"http://b\", headers = {{ {headers} }} }}]\n")
+        };
+        let ok = Config::from_toml_str(&with_headers(
+            "X-Custom = \"v\", Authorization = \"Bearer t\"",
+        ))
+        .unwrap();
+        assert_eq!(ok.apps[0].webhooks[1].headers["X-Custom"], "v");
+        for name in [
+            "X-Pusher-Signature",
+            "x-pusher-key",
+            "CONTENT-TYPE",
+            "Content-Length",
+            "host",
+        ] {
+            let err =
+                Config::from_toml_str(&with_headers(&format!("\"{name}\" = \"v\""))).unwrap_err();
+            assert_eq!(
+                err.key,
+                format!("apps[0].webhooks[1].headers.{name}"),
+                "{err}"
+            );
+            assert!(err.to_string().contains("set by Warren"), "{err}");
+        }
+        for (header, why) in [
+            (
+                "\"X-A\" = \"v\\r\\nX-Pusher-Key: forged\"",
+                "control characters",
+            ),
+            ("\"X A\" = \"v\"", "header name"),
+        ] {
+            let err = Config::from_toml_str(&with_headers(header)).unwrap_err();
+            assert!(err.key.starts_with("apps[0].webhooks[1].headers."), "{err}");
+            assert!(err.to_string().contains(why), "{err}");
+        }
+        let bad = format!("[webhooks]\nmax_batch_size = 0\n{app}");
+        assert_eq!(
+            Config::from_toml_str(&bad).unwrap_err().key,
+            "webhooks.max_batch_size"
         );
     }
 

@@ -253,8 +253,29 @@ pub struct ProcessFacts {
     pub app_ids: Vec<String>,
     /// The cluster link's figures, when clustered.
     pub cluster: Option<ClusterFacts>,
-    /// Webhooks: (pending, delivered, failed attempts, dead-lettered, spool full), when on.
-    pub webhooks: Option<(u64, u64, u64, u64, u64)>,
+    /// Webhook counters, when any app has webhooks.
+    pub webhooks: Option<WebhookFacts>,
+}
+
+/// The webhook counters `/metrics` renders (read from the webhook threads' atomics).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WebhookFacts {
+    /// Batches in the spools, waiting to be delivered.
+    pub pending: u64,
+    /// Events waiting in the dispatcher's inlet.
+    pub inlet_depth: u64,
+    /// Requests answered 2xx.
+    pub delivered: u64,
+    /// Attempts that failed and were retried.
+    pub failed_attempts: u64,
+    /// Batches given up after the retry period.
+    pub dead_lettered: u64,
+    /// Batches dropped because the spool was full.
+    pub dropped_spool_full: u64,
+    /// Batches dropped because the spool could not be written.
+    pub dropped_spool_error: u64,
+    /// Events dropped because the dispatcher's inlet was full.
+    pub dropped_inlet_full: u64,
 }
 
 /// The cluster link's figures (read from its atomics at scrape time).
@@ -470,39 +491,8 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
     if let Some(cluster) = &facts.cluster {
         render_cluster(&mut out, cluster);
     }
-    if let Some((pending, delivered, failed, dead, spool_full)) = facts.webhooks {
-        metric(
-            &mut out,
-            "warren_webhooks_pending",
-            "gauge",
-            "Webhook batches waiting to be delivered.",
-        );
-        let _ = writeln!(out, "warren_webhooks_pending {pending}");
-        for (name, help, value) in [
-            (
-                "warren_webhooks_delivered_total",
-                "Webhook requests answered 2xx.",
-                delivered,
-            ),
-            (
-                "warren_webhooks_failed_attempts_total",
-                "Webhook attempts that failed and were retried.",
-                failed,
-            ),
-            (
-                "warren_webhooks_dead_lettered_total",
-                "Webhook batches given up after the retry period.",
-                dead,
-            ),
-            (
-                "warren_webhooks_spool_full_total",
-                "Webhook batches the full spool refused.",
-                spool_full,
-            ),
-        ] {
-            metric(&mut out, name, "counter", help);
-            let _ = writeln!(out, "{name} {value}");
-        }
+    if let Some(webhooks) = &facts.webhooks {
+        render_webhooks(&mut out, webhooks);
     }
     out
 }
@@ -564,6 +554,69 @@ fn render_cluster(out: &mut String, c: &ClusterFacts) {
         metric(out, name, "counter", help);
         let _ = writeln!(out, "{name} {value}");
     }
+}
+
+fn render_webhooks(out: &mut String, w: &WebhookFacts) {
+    for (name, help, value) in [
+        (
+            "warren_webhooks_pending",
+            "Webhook batches in the spools waiting to be delivered.",
+            w.pending,
+        ),
+        (
+            "warren_webhooks_inlet_depth",
+            "Webhook events waiting in the dispatcher's inlet.",
+            w.inlet_depth,
+        ),
+    ] {
+        metric(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    for (name, help, value) in [
+        (
+            "warren_webhooks_delivered_total",
+            "Webhook requests answered 2xx.",
+            w.delivered,
+        ),
+        (
+            "warren_webhooks_failed_attempts_total",
+            "Webhook attempts that failed and were retried.",
+            w.failed_attempts,
+        ),
+        (
+            "warren_webhooks_dead_lettered_total",
+            "Webhook batches given up after the retry period.",
+            w.dead_lettered,
+        ),
+    ] {
+        metric(out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    let name = "warren_webhooks_batches_dropped_total";
+    metric(
+        out,
+        name,
+        "counter",
+        "Webhook batches dropped, by reason (spool_full: spool_max_bytes reached; spool_error: the spool could not be written).",
+    );
+    for (reason, value) in [
+        ("spool_full", w.dropped_spool_full),
+        ("spool_error", w.dropped_spool_error),
+    ] {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {value}");
+    }
+    let name = "warren_webhooks_events_dropped_total";
+    metric(
+        out,
+        name,
+        "counter",
+        "Webhook events dropped before batching, by reason (inlet_full: the dispatcher's inlet was full).",
+    );
+    let _ = writeln!(
+        out,
+        "{name}{{reason=\"inlet_full\"}} {}",
+        w.dropped_inlet_full
+    );
 }
 
 fn metric(out: &mut String, name: &str, kind: &str, help: &str) {

@@ -252,10 +252,7 @@ impl ServerHandle {
             let _ = thread.join();
         }
         if let Some(webhooks) = self.webhooks.take() {
-            // The shards are gone, and with them every other reference.
-            if let Ok(webhooks) = Arc::try_unwrap(webhooks) {
-                webhooks.stop();
-            }
+            webhooks.stop();
         }
     }
 

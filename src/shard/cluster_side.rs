@@ -338,20 +338,10 @@ impl Shard {
 
     /// The process-wide figures `/metrics` reports beside the shards' counters.
     pub fn process_facts(&self) -> crate::metrics::ProcessFacts {
-        use std::sync::atomic::Ordering::Relaxed;
         crate::metrics::ProcessFacts {
             app_ids: self.apps().iter().map(|a| a.id().to_string()).collect(),
             cluster: self.link().map(|link| link.facts()),
-            webhooks: self.webhooks.sink().map(|w| {
-                let s = &w.stats;
-                (
-                    s.pending.load(Relaxed),
-                    s.delivered.load(Relaxed),
-                    s.failed_attempts.load(Relaxed),
-                    s.dead_lettered.load(Relaxed),
-                    s.spool_full.load(Relaxed),
-                )
-            }),
+            webhooks: self.webhooks.sink().map(|w| w.stats.facts()),
         }
     }
 

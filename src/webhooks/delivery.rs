@@ -8,7 +8,7 @@ use crate::auth;
 use crate::config::{AppConfig, WebhookSettings, WebhookTarget};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,49 +16,60 @@ use std::time::{Duration, Instant};
 const RETRY_MIN: Duration = Duration::from_millis(500);
 const RETRY_MAX: Duration = Duration::from_secs(30);
 
-/// A batch handed to a delivery thread: already in the spool (`seq`), unless the spool refused it.
-#[derive(Debug)]
-pub struct Batch {
-    /// Spool sequence number, if spooled.
-    pub seq: Option<u64>,
-    /// The exact request body.
-    pub body: String,
-}
-
-/// The dispatcher's end of one receiver: batches are written to the spool *here*, when they are
-/// handed over, so none waits only in memory while the delivery thread retries an earlier one.
+/// The dispatcher's end of one receiver. Batches go to the spool *here*, when they are handed
+/// over: the spool file is the receiver's queue, and the delivery thread reads it back in order,
+/// so memory holds no batch but the one in flight however long the receiver fails. The channel
+/// only wakes the thread (capacity 1: one pending wake-up covers any number of new batches).
 #[derive(Debug)]
 pub struct Outlet {
     url: String,
     spool: Arc<Mutex<Spool>>,
-    tx: Sender<Batch>,
+    wake: SyncSender<()>,
     stats: Arc<WebhookStats>,
 }
 
 impl Outlet {
-    /// Spools `body` and queues it for delivery.
+    /// Spools `body` and wakes the delivery thread. A full spool (`spool_max_bytes`) drops the
+    /// batch (the newest one: what is already spooled keeps its order), counted and logged.
     pub fn send(&self, body: String) {
-        let seq = match lock(&self.spool).append(&body) {
-            Ok(seq) => Some(seq),
+        let appended = {
+            let mut spool = lock(&self.spool);
+            let appended = spool.append(&body);
+            if appended.is_ok() {
+                // Counted before the delivery thread can read (and uncount) it.
+                self.stats.pending.fetch_add(1, Ordering::Relaxed);
+            }
+            appended
+        };
+        match appended {
+            Ok(_) => {
+                // A full wake-up channel already holds a wake-up; a closed one means the process
+                // is exiting.
+                let _ = self.wake.try_send(());
+            }
             Err(SpoolError::Full) => {
-                self.stats.spool_full.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(url = %self.url, "webhook spool is full: this batch is not persisted and is lost if warren stops before it is delivered");
-                None
+                self.stats
+                    .dropped_spool_full
+                    .fetch_add(1, Ordering::Relaxed);
+                self.stats.spool_full_log.note(|dropped| {
+                    tracing::error!(url = %self.url, dropped, "webhook spool is full: new batches are dropped until the receiver catches up");
+                });
             }
             Err(SpoolError::Io(error)) => {
-                tracing::error!(url = %self.url, %error, "cannot write the webhook spool");
-                None
+                self.stats
+                    .dropped_spool_error
+                    .fetch_add(1, Ordering::Relaxed);
+                self.stats.spool_error_log.note(|dropped| {
+                    tracing::error!(url = %self.url, %error, dropped, "cannot write the webhook spool: batches dropped");
+                });
             }
-        };
-        self.stats.pending.fetch_add(1, Ordering::Relaxed);
-        // The delivery thread lives as long as the process.
-        let _ = self.tx.send(Batch { seq, body });
+        }
     }
 }
 
-/// The spool is shared by the dispatcher (appends) and the delivery thread (acknowledgements);
-/// neither holds it for more than one write. A poisoned lock only means a thread panicked
-/// mid-write; the file itself stays usable.
+/// The spool is shared by the dispatcher (appends) and the delivery thread (reads and
+/// acknowledgements); neither holds it for more than one record. A poisoned lock only means a
+/// thread panicked mid-write; the file itself stays usable.
 fn lock(spool: &Mutex<Spool>) -> std::sync::MutexGuard<'_, Spool> {
     spool
         .lock()
@@ -75,14 +86,13 @@ pub fn start(
     stats: Arc<WebhookStats>,
 ) -> Result<Outlet, String> {
     let path = PathBuf::from(&settings.spool_dir).join(format!("app-{}-{}.spool", app.id, index));
-    let (spool, pending) = Spool::open(&path, settings.spool_max_bytes)
+    let spool = Spool::open(&path, settings.spool_max_bytes)
         .map_err(|e| format!("webhook spool {}: {e}", path.display()))?;
-    if !pending.is_empty() {
-        tracing::info!(url = %target.url, batches = pending.len(), "resending spooled webhooks");
+    let pending = spool.unacked();
+    if pending > 0 {
+        tracing::info!(url = %target.url, batches = pending, "resending spooled webhooks");
     }
-    stats
-        .pending
-        .fetch_add(pending.len() as u64, Ordering::Relaxed);
+    stats.pending.fetch_add(pending as u64, Ordering::Relaxed);
     let spool = Arc::new(Mutex::new(spool));
     let delivery = Delivery {
         agent: ureq::AgentBuilder::new()
@@ -96,15 +106,15 @@ pub fn start(
         stats: stats.clone(),
         spool: spool.clone(),
     };
-    let (tx, rx) = mpsc::channel();
+    let (wake, woken) = mpsc::sync_channel(1);
     std::thread::Builder::new()
         .name(format!("warren-webhook-{}-{}", app.id, index))
-        .spawn(move || delivery.run(pending, rx))
+        .spawn(move || delivery.run(woken))
         .map_err(|e| format!("cannot start a webhook thread: {e}"))?;
     Ok(Outlet {
         url: target.url.clone(),
         spool,
-        tx,
+        wake,
         stats,
     })
 }
@@ -122,17 +132,30 @@ struct Delivery {
 }
 
 impl Delivery {
-    fn run(mut self, pending: Vec<Spooled>, batches: Receiver<Batch>) {
-        for spooled in pending {
-            self.deliver(Some(spooled.seq), &spooled.body);
-        }
-        while let Ok(batch) = batches.recv() {
-            self.deliver(batch.seq, &batch.body);
+    /// Delivers the spool's batches in order, sleeping until woken when it has read them all.
+    fn run(mut self, woken: Receiver<()>) {
+        loop {
+            match self.next_batch() {
+                Some(batch) => self.deliver(batch),
+                None => {
+                    if woken.recv().is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
 
+    fn next_batch(&self) -> Option<Spooled> {
+        lock(&self.spool).next_unread().unwrap_or_else(|error| {
+            tracing::error!(url = %self.url, %error, "cannot read the webhook spool");
+            None
+        })
+    }
+
     /// Sends one batch until it is accepted or the retry period is over.
-    fn deliver(&mut self, seq: Option<u64>, body: &str) {
+    fn deliver(&mut self, Spooled { seq, body }: Spooled) {
+        let body = body.as_str();
         let signature = auth::sign(&self.secret, body);
         let started = Instant::now();
         let mut pause = RETRY_MIN;
@@ -156,10 +179,8 @@ impl Delivery {
             }
         }
         self.stats.pending.fetch_sub(1, Ordering::Relaxed);
-        if let Some(seq) = seq {
-            if let Err(error) = lock(&self.spool).ack(seq) {
-                tracing::error!(url = %self.url, %error, "cannot write the webhook spool");
-            }
+        if let Err(error) = lock(&self.spool).ack(seq) {
+            tracing::error!(url = %self.url, %error, "cannot write the webhook spool");
         }
     }
 
@@ -182,19 +203,56 @@ impl Delivery {
     }
 }
 
-/// An outlet on a throw-away spool whose batches the test reads from the receiver.
+/// An outlet on a throw-away spool, and the spool, from which the test reads the batches.
 #[cfg(test)]
-pub(crate) fn test_outlet(name: &str) -> (Outlet, Receiver<Batch>) {
+pub(crate) fn test_outlet(name: &str, max_bytes: u64) -> (Outlet, Arc<Mutex<Spool>>, Receiver<()>) {
     let dir =
         std::env::temp_dir().join(format!("warren-outlet-test-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let (spool, _) = Spool::open(&dir.join("test.spool"), 1 << 20).expect("temp spool");
-    let (tx, rx) = mpsc::channel();
+    let spool = Arc::new(Mutex::new(
+        Spool::open(&dir.join("test.spool"), max_bytes).expect("temp spool"),
+    ));
+    let (wake, woken) = mpsc::sync_channel(1);
     let outlet = Outlet {
         url: "http://test".into(),
-        spool: Arc::new(Mutex::new(spool)),
-        tx,
+        spool: spool.clone(),
+        wake,
         stats: Arc::default(),
     };
-    (outlet, rx)
+    (outlet, spool, woken)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_spool_drops_the_newest_batch_and_counts_it_holding_nothing_in_memory() {
+        let (outlet, spool, woken) = test_outlet("full", 200);
+        for n in 0..1000 {
+            outlet.send(format!("{{\"n\":{n}}}"));
+        }
+        let kept = lock(&spool).unacked() as u64;
+        assert!(kept > 0 && kept < 1000, "{kept} kept");
+        assert_eq!(outlet.stats.pending.load(Ordering::Relaxed), kept);
+        assert_eq!(
+            outlet.stats.dropped_spool_full.load(Ordering::Relaxed),
+            1000 - kept
+        );
+        // One wake-up, however many batches: the channel holds no batch.
+        assert!(woken.try_recv().is_ok());
+        assert!(woken.try_recv().is_err());
+        // The oldest are kept, in order; once read and acknowledged, there is room again.
+        let first = lock(&spool).next_unread().unwrap().unwrap();
+        assert_eq!(first.body, r#"{"n":0}"#);
+        for seq in 1..=kept {
+            let mut spool = lock(&spool);
+            if seq > 1 {
+                spool.next_unread().unwrap().unwrap();
+            }
+            spool.ack(seq).unwrap();
+        }
+        outlet.send(r#"{"n":"again"}"#.into());
+        assert_eq!(lock(&spool).unacked(), 1);
+    }
 }

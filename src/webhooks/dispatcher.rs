@@ -1,43 +1,96 @@
 //! The dispatcher thread: holds `channel_vacated` and `member_removed` for the grace window
 //! (a re-occupation or re-join within it cancels both events), applies each receiver's filter,
-//! and batches events per receiver for at most the batch window.
+//! batches events per receiver for at most the batch window, and keeps each app's
+//! [`Journal`] of what it has reported.
+//!
+//! Its inlet is bounded ([`INLET_CAPACITY`] messages): shards `try_send` into it and count what a
+//! full inlet refuses (see [`super::Webhooks::emit`]).
 
+use super::journal::{Entry, Journal};
 use super::{delivery, WebhookEvent, WebhookStats};
 use crate::app::AppRegistry;
 use crate::config::{Config, WebhookFilter, WebhookSettings, WebhookTarget};
 use ahash::AHashMap;
 use serde_json::{json, Value};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, SyncSender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-/// Where shards send (app index, event).
-pub type Inlet = Sender<(u32, WebhookEvent)>;
+/// Most messages waiting in the dispatcher's inlet. The channel allocates its slots up front;
+/// events are boxed so that a slot is two words (1 MiB in all), the event's own allocation
+/// existing only while it waits.
+pub const INLET_CAPACITY: usize = 65_536;
 
-/// Starts one delivery thread per receiver and the dispatcher; returns the events' inlet and the
-/// dispatcher thread (which ends, having spooled everything it held, once the inlet is dropped).
+/// What the dispatcher is told.
+#[derive(Debug)]
+pub enum Inbound {
+    /// A shard's event of app index `.0`.
+    Event(u32, Box<WebhookEvent>),
+    /// Send what an earlier run owes (see [`super::Webhooks::replay_owed`]).
+    ReplayOwed,
+    /// Forget what an earlier run owes (another node reports it).
+    DiscardOwed,
+    /// Send everything held as due now, hand every batch to the spool, and end.
+    Stop,
+}
+
+/// Where shards send.
+pub type Inlet = SyncSender<Inbound>;
+
+/// Starts one delivery thread per receiver and the dispatcher; returns the inlet and the
+/// dispatcher thread (which ends, having spooled everything it held, at [`Inbound::Stop`] or once
+/// the inlet is dropped). With `replay_owed_at_start`, what an earlier run owes is sent at once.
 pub fn start(
     config: &Config,
     apps: &AppRegistry,
     stats: Arc<WebhookStats>,
+    replay_owed_at_start: bool,
 ) -> Result<(Inlet, std::thread::JoinHandle<()>), String> {
     let mut targets = Vec::new();
-    for app in apps.iter() {
+    let mut journals = Vec::new();
+    let mut owed = Vec::new();
+    for (app_index, app) in apps.iter().enumerate() {
         let mut app_targets = Vec::new();
         for (index, target) in app.config.webhooks.iter().enumerate() {
             let outlet =
                 delivery::start(&app.config, index, target, &config.webhooks, stats.clone())?;
             app_targets.push(Target::new(target, outlet));
         }
+        let journal = if app_targets.is_empty() {
+            None
+        } else {
+            let (journal, left) = open_journal(&config.webhooks, &app.config.id)?;
+            owed.extend(left.into_iter().map(|entry| (app_index as u32, entry)));
+            Some(journal)
+        };
         targets.push(app_targets);
+        journals.push(journal);
     }
-    let (tx, rx) = mpsc::channel();
-    let dispatcher = Dispatcher::new(targets, &config.webhooks);
+    let (tx, rx) = mpsc::sync_channel(INLET_CAPACITY);
+    let mut dispatcher = Dispatcher::new(targets, &config.webhooks);
+    dispatcher.journals = journals;
+    dispatcher.owe(owed);
+    if replay_owed_at_start {
+        dispatcher.replay_owed(Instant::now());
+    }
     let thread = std::thread::Builder::new()
         .name("warren-webhooks".into())
-        .spawn(move || dispatcher.run(rx))
+        .spawn(move || dispatcher.run(rx, &stats))
         .map_err(|e| format!("cannot start the webhook dispatcher: {e}"))?;
     Ok((tx, thread))
+}
+
+/// Opens app `app_id`'s journal; returns it and what the last run left in it.
+fn open_journal(settings: &WebhookSettings, app_id: &str) -> Result<(Journal, Vec<Entry>), String> {
+    let path = PathBuf::from(&settings.spool_dir).join(format!("app-{app_id}-reported.journal"));
+    let (journal, left) =
+        Journal::open(&path).map_err(|e| format!("webhook journal {}: {e}", path.display()))?;
+    if !left.is_empty() {
+        tracing::warn!(app = %app_id, owed = left.len(), "the last run stopped without taking back what it reported to webhook receivers (a crash?)");
+    }
+    Ok((journal, left))
 }
 
 /// One receiver as the dispatcher sees it: its filter and its open batch.
@@ -47,6 +100,8 @@ struct Target {
     outlet: delivery::Outlet,
     batch: Vec<Value>,
     opened: Option<Instant>,
+    /// Batches handed to the outlet so far.
+    flushes: u64,
 }
 
 impl Target {
@@ -57,6 +112,7 @@ impl Target {
             outlet,
             batch: Vec::new(),
             opened: None,
+            flushes: 0,
         }
     }
 
@@ -71,8 +127,14 @@ impl Target {
         }
         let events = std::mem::take(&mut self.batch);
         self.opened = None;
+        self.flushes += 1;
         let body = json!({ "time_ms": unix_millis(), "events": events }).to_string();
         self.outlet.send(body);
+    }
+
+    /// Whether every event routed before `flushes` was `seen` has left for the spool.
+    fn flushed_since(&self, seen: u64) -> bool {
+        self.flushes > seen || self.batch.is_empty()
     }
 }
 
@@ -85,9 +147,19 @@ fn unix_millis() -> u64 {
 /// What a held event is waiting for: a channel's re-occupation or a user's return.
 type HeldKey = (u32, String, Option<String>);
 
+/// A `channel_vacated`/`member_removed` routed into batches, by app and journal entry: the journal
+/// forgets the entry once every batch it may be in has been spooled (the value: `flushes` of the
+/// app's targets when it was routed).
+type Retractions = AHashMap<(u32, Entry), Vec<u64>>;
+
 struct Dispatcher {
     targets: Vec<Vec<Target>>,
+    journals: Vec<Option<Journal>>,
     held: AHashMap<HeldKey, (Instant, WebhookEvent)>,
+    /// What an earlier run reported and did not take back; a re-occupation or re-join settles
+    /// an entry, a replay sends it (through the grace window), a discard forgets it.
+    owed: AHashMap<HeldKey, WebhookEvent>,
+    retractions: Retractions,
     grace: Duration,
     window: Duration,
     max_batch: usize,
@@ -96,29 +168,47 @@ struct Dispatcher {
 impl Dispatcher {
     fn new(targets: Vec<Vec<Target>>, settings: &WebhookSettings) -> Self {
         Dispatcher {
+            journals: targets.iter().map(|_| None).collect(),
             targets,
             held: AHashMap::new(),
+            owed: AHashMap::new(),
+            retractions: Retractions::default(),
             grace: Duration::from_millis(settings.grace_ms),
             window: Duration::from_millis(settings.batch_window_ms),
             max_batch: settings.max_batch_size.max(1),
         }
     }
 
-    fn run(mut self, events: Receiver<(u32, WebhookEvent)>) {
+    fn run(mut self, inlet: Receiver<Inbound>, stats: &WebhookStats) {
         loop {
-            match events.recv_timeout(self.next_deadline()) {
-                Ok((app, event)) => self.accept(app, event, Instant::now()),
+            match inlet.recv_timeout(self.next_deadline()) {
+                Ok(Inbound::Event(app, event)) => {
+                    stats.inlet_depth.fetch_sub(1, Ordering::Relaxed);
+                    self.accept(app, *event, Instant::now());
+                }
+                Ok(Inbound::ReplayOwed) => self.replay_owed(Instant::now()),
+                Ok(Inbound::DiscardOwed) => self.discard_owed(),
+                Ok(Inbound::Stop) | Err(RecvTimeoutError::Disconnected) => break,
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => break,
             }
-            self.release_due(Instant::now());
-            self.flush_due(Instant::now());
+            let now = Instant::now();
+            self.release_due(now);
+            self.flush_due(now);
+            self.retract_flushed();
+            self.sync_journals(false);
         }
-        // Stopping: nothing held back is lost.
+        self.stop();
+    }
+
+    /// Stopping: every held event is sent as due now (nothing held back is lost), every batch
+    /// goes to the spool, and the journals are synced.
+    fn stop(&mut self) {
         self.release_due(Instant::now() + self.grace);
         for target in self.targets.iter_mut().flatten() {
             target.flush();
         }
+        self.retract_flushed();
+        self.sync_journals(true);
     }
 
     /// How long to wait for the next event before something falls due.
@@ -147,43 +237,86 @@ impl Dispatcher {
                 self.hold((app, channel.clone(), Some(user_id.clone())), event, now)
             }
             WebhookEvent::ChannelOccupied { channel } => {
-                if self.held.remove(&(app, channel.clone(), None)).is_none() {
-                    self.route(app, event, now);
-                }
+                self.report_unless_cancelling((app, channel.clone(), None), event, now)
             }
-            WebhookEvent::MemberAdded { channel, user_id } => {
-                if self
-                    .held
-                    .remove(&(app, channel.clone(), Some(user_id.clone())))
-                    .is_none()
-                {
-                    self.route(app, event, now);
-                }
-            }
+            WebhookEvent::MemberAdded { channel, user_id } => self.report_unless_cancelling(
+                (app, channel.clone(), Some(user_id.clone())),
+                event,
+                now,
+            ),
             WebhookEvent::ClientEvent { .. }
             | WebhookEvent::SubscriptionCount { .. }
             | WebhookEvent::CacheMiss { .. } => self.route(app, event, now),
         }
     }
 
-    fn hold(&mut self, key: HeldKey, event: WebhookEvent, now: Instant) {
-        let app = key.0;
-        if let Some((_, earlier)) = self.held.insert(key, (now + self.grace, event)) {
-            self.route(app, earlier, now);
+    /// An occupation or join is sent unless it cancels a held vacate or leave (then the
+    /// receiver never heard of the gap). It also settles an owed entry for the same channel or
+    /// member, which is then not replayed; it is still sent, since another node may have reported
+    /// the entry gone meanwhile (clustered, before [`Inbound::DiscardOwed`]): at worst the
+    /// receiver hears of an occupation twice, never misses one.
+    fn report_unless_cancelling(&mut self, key: HeldKey, event: WebhookEvent, now: Instant) {
+        self.owed.remove(&key);
+        if self.held.remove(&key).is_none() {
+            self.report(key.0, event, now);
         }
     }
 
+    fn hold(&mut self, key: HeldKey, event: WebhookEvent, now: Instant) {
+        let app = key.0;
+        if let Some((_, earlier)) = self.held.insert(key, (now + self.grace, event)) {
+            self.report(app, earlier, now);
+        }
+    }
+
+    /// Sends the held events that are due, oldest first; at the same instant members before
+    /// channels (a `member_removed` before its channel's `channel_vacated`).
     fn release_due(&mut self, now: Instant) {
-        let due: Vec<HeldKey> = self
+        let mut due: Vec<(Instant, HeldKey)> = self
             .held
             .iter()
             .filter(|(_, (at, _))| *at <= now)
-            .map(|(k, _)| k.clone())
+            .map(|(k, (at, _))| (*at, k.clone()))
             .collect();
-        for key in due {
+        due.sort_by(|(a_at, a), (b_at, b)| (a_at, a.2.is_none(), a).cmp(&(b_at, b.2.is_none(), b)));
+        for (_, key) in due {
             if let Some((_, event)) = self.held.remove(&key) {
-                self.route(key.0, event, now);
+                self.report(key.0, event, now);
             }
+        }
+    }
+
+    /// Routes an occupancy or presence event and keeps the journal in step: an occupation or
+    /// join is recorded *before* it can reach the spool, a vacate or leave is forgotten only
+    /// *after* it has (so a crash in between sends one too many, never one too few).
+    fn report(&mut self, app: u32, event: WebhookEvent, now: Instant) {
+        let (entry, taken_back) = match &event {
+            WebhookEvent::ChannelOccupied { channel } => ((channel.clone(), None), false),
+            WebhookEvent::ChannelVacated { channel } => ((channel.clone(), None), true),
+            WebhookEvent::MemberAdded { channel, user_id } => {
+                ((channel.clone(), Some(user_id.clone())), false)
+            }
+            WebhookEvent::MemberRemoved { channel, user_id } => {
+                ((channel.clone(), Some(user_id.clone())), true)
+            }
+            WebhookEvent::ClientEvent { .. }
+            | WebhookEvent::SubscriptionCount { .. }
+            | WebhookEvent::CacheMiss { .. } => {
+                return self.route(app, event, now);
+            }
+        };
+        if !taken_back {
+            // A vacate routed just before, not yet spooled, must not take this one back.
+            self.retractions.remove(&(app, entry.clone()));
+            self.journal(app, |journal| journal.add(&entry));
+        }
+        self.route(app, event, now);
+        if taken_back {
+            let flushes = self.targets[app as usize]
+                .iter()
+                .map(|t| t.flushes)
+                .collect();
+            self.retractions.insert((app, entry), flushes);
         }
     }
 
@@ -207,11 +340,99 @@ impl Dispatcher {
             }
         }
     }
+
+    /// Forgets the journal entries whose vacate or leave is now in every spool it goes to.
+    fn retract_flushed(&mut self) {
+        if self.retractions.is_empty() {
+            return;
+        }
+        let targets = &self.targets;
+        let mut done = Vec::new();
+        self.retractions.retain(|(app, entry), flushes| {
+            let spooled = targets[*app as usize]
+                .iter()
+                .zip(flushes.iter())
+                .all(|(target, seen)| target.flushed_since(*seen));
+            if spooled {
+                done.push((*app, entry.clone()));
+            }
+            !spooled
+        });
+        for (app, entry) in done {
+            self.journal(app, |journal| journal.remove(&entry));
+        }
+    }
+
+    /// Takes on what an earlier run reported and did not take back.
+    fn owe(&mut self, entries: Vec<(u32, Entry)>) {
+        for (app, (channel, user_id)) in entries {
+            let event = match &user_id {
+                None => WebhookEvent::ChannelVacated {
+                    channel: channel.clone(),
+                },
+                Some(user_id) => WebhookEvent::MemberRemoved {
+                    channel: channel.clone(),
+                    user_id: user_id.clone(),
+                },
+            };
+            self.owed.insert((app, channel, user_id), event);
+        }
+    }
+
+    /// Sends what an earlier run owes, through the grace window like any vacate or leave (a
+    /// client back within it cancels its entry).
+    fn replay_owed(&mut self, now: Instant) {
+        let owed: Vec<(HeldKey, WebhookEvent)> = self.owed.drain().collect();
+        if !owed.is_empty() {
+            tracing::info!(
+                events = owed.len(),
+                "sending the channel_vacated and member_removed webhooks the last run owed"
+            );
+        }
+        for (key, event) in owed {
+            self.hold(key, event, now);
+        }
+    }
+
+    /// Forgets what an earlier run owes (clustered: the live nodes report it).
+    fn discard_owed(&mut self) {
+        let owed: Vec<HeldKey> = self.owed.drain().map(|(key, _)| key).collect();
+        for (app, channel, user_id) in owed {
+            self.journal(app, |journal| journal.remove(&(channel, user_id)));
+        }
+    }
+
+    fn sync_journals(&mut self, now: bool) {
+        let at = Instant::now();
+        for app in 0..self.journals.len() as u32 {
+            self.journal(app, |journal| {
+                if now {
+                    journal.sync()
+                } else {
+                    journal.tick(at)
+                }
+            });
+        }
+    }
+
+    /// Runs `write` on app `app`'s journal, logging a failure (the journal is best effort: a
+    /// node that cannot write it still sends its webhooks).
+    fn journal(&mut self, app: u32, write: impl FnOnce(&mut Journal) -> std::io::Result<()>) {
+        if let Some(Some(journal)) = self.journals.get_mut(app as usize) {
+            if let Err(error) = write(journal) {
+                tracing::error!(%error, "cannot write the webhook journal");
+            }
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::webhooks::spool::Spool;
+    use std::sync::Mutex;
+
+    type TestSpool = Arc<Mutex<Spool>>;
 
     fn dispatcher(targets: Vec<(WebhookTarget, delivery::Outlet)>) -> Dispatcher {
         let settings = WebhookSettings {
@@ -247,35 +468,59 @@ mod tests {
         }
     }
 
-    fn names(batch: delivery::Batch) -> Vec<String> {
-        assert!(batch.seq.is_some(), "spooled when handed over");
+    fn outlet(name: &str) -> (delivery::Outlet, TestSpool) {
+        let (outlet, spool, _) = delivery::test_outlet(name, 1 << 20);
+        (outlet, spool)
+    }
+
+    /// The next spooled batch's events as `name:channel`, if there is one.
+    fn next_batch(spool: &TestSpool) -> Option<Vec<String>> {
+        let batch = spool.lock().unwrap().next_unread().unwrap()?;
         let value: Value = serde_json::from_str(&batch.body).unwrap();
-        value["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| {
-                format!(
-                    "{}:{}",
-                    e["name"].as_str().unwrap(),
-                    e["channel"].as_str().unwrap()
-                )
-            })
-            .collect()
+        Some(
+            value["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| {
+                    format!(
+                        "{}:{}",
+                        e["name"].as_str().unwrap(),
+                        e["channel"].as_str().unwrap()
+                    )
+                })
+                .collect(),
+        )
+    }
+
+    fn vacated(channel: &str) -> WebhookEvent {
+        WebhookEvent::ChannelVacated {
+            channel: channel.into(),
+        }
+    }
+
+    fn occupied(channel: &str) -> WebhookEvent {
+        WebhookEvent::ChannelOccupied {
+            channel: channel.into(),
+        }
+    }
+
+    fn journal(name: &str) -> (Journal, PathBuf) {
+        let dir = std::env::temp_dir().join(format!(
+            "warren-dispatcher-test-{}-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let path = dir.join("app-1-reported.journal");
+        (Journal::open(&path).unwrap().0, path)
     }
 
     #[test]
     fn a_reload_within_the_grace_window_sends_nothing() {
-        let (tx, rx) = delivery::test_outlet("t2");
+        let (tx, spool) = outlet("t2");
         let mut d = dispatcher(vec![(target(None, &[]), tx)]);
         let t0 = Instant::now();
-        d.accept(
-            0,
-            WebhookEvent::ChannelVacated {
-                channel: "c".into(),
-            },
-            t0,
-        );
+        d.accept(0, vacated("c"), t0);
         d.accept(
             0,
             WebhookEvent::MemberRemoved {
@@ -284,13 +529,7 @@ mod tests {
             },
             t0,
         );
-        d.accept(
-            0,
-            WebhookEvent::ChannelOccupied {
-                channel: "c".into(),
-            },
-            t0 + Duration::from_millis(500),
-        );
+        d.accept(0, occupied("c"), t0 + Duration::from_millis(500));
         d.accept(
             0,
             WebhookEvent::MemberAdded {
@@ -301,59 +540,35 @@ mod tests {
         );
         d.release_due(t0 + Duration::from_secs(5));
         d.flush_due(t0 + Duration::from_secs(5));
-        assert!(rx.try_recv().is_err());
+        assert_eq!(next_batch(&spool), None);
     }
 
     #[test]
     fn held_events_go_after_the_window_and_batches_split_at_the_limit() {
-        let (tx, rx) = delivery::test_outlet("t3");
+        let (tx, spool) = outlet("t3");
         let mut d = dispatcher(vec![(target(None, &[]), tx)]);
         let t0 = Instant::now();
-        d.accept(
-            0,
-            WebhookEvent::ChannelOccupied {
-                channel: "a".into(),
-            },
-            t0,
-        );
-        d.accept(
-            0,
-            WebhookEvent::ChannelVacated {
-                channel: "b".into(),
-            },
-            t0,
-        );
-        d.accept(
-            0,
-            WebhookEvent::ChannelOccupied {
-                channel: "c".into(),
-            },
-            t0,
-        );
+        d.accept(0, occupied("a"), t0);
+        d.accept(0, vacated("b"), t0);
+        d.accept(0, occupied("c"), t0);
         assert_eq!(
-            names(rx.try_recv().unwrap()),
+            next_batch(&spool).unwrap(),
             vec!["channel_occupied:a", "channel_occupied:c"]
         );
         d.release_due(t0 + Duration::from_millis(999));
         d.flush_due(t0 + Duration::from_millis(999));
-        assert!(rx.try_recv().is_err());
+        assert_eq!(next_batch(&spool), None);
         d.release_due(t0 + Duration::from_millis(1000));
         d.flush_due(t0 + Duration::from_millis(1020));
-        assert_eq!(names(rx.try_recv().unwrap()), vec!["channel_vacated:b"]);
+        assert_eq!(next_batch(&spool).unwrap(), vec!["channel_vacated:b"]);
     }
 
     #[test]
     fn filters_by_event_name_and_channel_prefix() {
-        let (tx, rx) = delivery::test_outlet("t4");
+        let (tx, spool) = outlet("t4");
         let mut d = dispatcher(vec![(target(Some("presence-"), &["member_added"]), tx)]);
         let t0 = Instant::now();
-        d.accept(
-            0,
-            WebhookEvent::ChannelOccupied {
-                channel: "presence-a".into(),
-            },
-            t0,
-        );
+        d.accept(0, occupied("presence-a"), t0);
         d.accept(
             0,
             WebhookEvent::MemberAdded {
@@ -371,16 +586,108 @@ mod tests {
             t0,
         );
         d.flush_due(t0 + Duration::from_millis(20));
+        assert_eq!(next_batch(&spool).unwrap(), vec!["member_added:presence-a"]);
+        assert_eq!(next_batch(&spool), None);
+    }
+
+    #[test]
+    fn stopping_sends_held_events_as_due_and_spools_open_batches() {
+        let (tx, spool) = outlet("t5");
+        let mut d = dispatcher(vec![(target(None, &[]), tx)]);
+        let t0 = Instant::now();
+        d.accept(0, occupied("a"), t0);
+        d.accept(0, vacated("b"), t0);
+        d.stop();
         assert_eq!(
-            names(rx.try_recv().unwrap()),
-            vec!["member_added:presence-a"]
+            next_batch(&spool).unwrap(),
+            vec!["channel_occupied:a", "channel_vacated:b"]
         );
-        assert!(rx.try_recv().is_err());
+        assert_eq!(next_batch(&spool), None);
+    }
+
+    #[test]
+    fn the_journal_keeps_what_was_reported_until_its_vacate_is_spooled() {
+        let (tx, _spool) = outlet("t6");
+        let mut d = dispatcher(vec![(target(None, &[]), tx)]);
+        let (journal, path) = journal("t6");
+        d.journals = vec![Some(journal)];
+        let t0 = Instant::now();
+        d.accept(0, occupied("a"), t0);
+        d.accept(0, occupied("b"), t0);
+        d.accept(0, vacated("a"), t0);
+        // Vacated, but only held (grace window): still owed.
+        assert_eq!(left(&path), vec!["a", "b"]);
+        d.release_due(t0 + Duration::from_millis(1000));
+        // Routed into an open batch, not yet spooled: still owed.
+        d.retract_flushed();
+        assert_eq!(left(&path), vec!["a", "b"]);
+        d.flush_due(t0 + Duration::from_millis(1010));
+        d.retract_flushed();
+        assert_eq!(left(&path), vec!["b"]);
+    }
+
+    #[test]
+    fn what_a_crashed_run_owes_is_replayed_or_settled_by_a_return() {
+        let (tx, spool) = outlet("t7");
+        let mut d = dispatcher(vec![(target(None, &[]), tx)]);
+        let (mut journal, path) = journal("t7");
+        for channel in ["back", "gone"] {
+            journal.add(&(channel.into(), None)).unwrap();
+        }
+        journal
+            .add(&("presence-p".into(), Some("u".into())))
+            .unwrap();
+        drop(journal);
+        let (journal, owed) = Journal::open(&path).unwrap();
+        d.journals = vec![Some(journal)];
+        d.owe(owed.into_iter().map(|e| (0, e)).collect());
+        let t0 = Instant::now();
+        // A client is back on "back" before the replay: its occupation is sent (clustered,
+        // another node may have reported it vacated meanwhile) and it is no longer owed.
+        d.accept(0, occupied("back"), t0);
+        d.replay_owed(t0);
+        d.release_due(t0 + Duration::from_millis(1000));
+        d.flush_due(t0 + Duration::from_millis(1010));
+        d.retract_flushed();
+        assert_eq!(
+            next_batch(&spool).unwrap(),
+            vec!["channel_occupied:back", "member_removed:presence-p"]
+        );
+        assert_eq!(next_batch(&spool).unwrap(), vec!["channel_vacated:gone"]);
+        assert_eq!(next_batch(&spool), None);
+        assert_eq!(left(&path), vec!["back"]);
+    }
+
+    #[test]
+    fn discarding_what_is_owed_sends_nothing_and_clears_the_journal() {
+        let (tx, spool) = outlet("t8");
+        let mut d = dispatcher(vec![(target(None, &[]), tx)]);
+        let (mut journal, path) = journal("t8");
+        journal.add(&("c".into(), None)).unwrap();
+        d.journals = vec![Some(journal)];
+        d.owe(vec![(0, ("c".into(), None))]);
+        d.discard_owed();
+        d.stop();
+        assert_eq!(next_batch(&spool), None);
+        assert!(left(&path).is_empty());
+    }
+
+    /// The channels (and `channel/user` members) the journal at `path` still holds.
+    fn left(path: &std::path::Path) -> Vec<String> {
+        let mut entries: Vec<Entry> = crate::webhooks::journal::read_live(path)
+            .unwrap()
+            .into_iter()
+            .collect();
+        entries.sort();
+        entries
+            .into_iter()
+            .map(|(c, u)| u.map_or(c.clone(), |u| format!("{c}/{u}")))
+            .collect()
     }
 
     #[test]
     fn filters_by_channel_suffix_and_passes_cache_misses() {
-        let (tx, rx) = delivery::test_outlet("t5");
+        let (tx, spool) = outlet("t5-suffix");
         let mut d = dispatcher(vec![(filtered_target(None, Some("-admin"), &[]), tx)]);
         let t0 = Instant::now();
         for channel in ["cache-team-admin", "cache-admin-team", "private-admin"] {
@@ -394,9 +701,9 @@ mod tests {
         }
         d.flush_due(t0 + Duration::from_millis(20));
         assert_eq!(
-            names(rx.try_recv().unwrap()),
+            next_batch(&spool).unwrap(),
             vec!["cache_miss:cache-team-admin", "cache_miss:private-admin"]
         );
-        assert!(rx.try_recv().is_err());
+        assert_eq!(next_batch(&spool), None);
     }
 }
