@@ -21,6 +21,8 @@ const MAX_BATCH: usize = 1024;
 pub async fn run(shard: Rc<Shard>, inbound: Receiver<Inbound>, node_timeout: Duration) {
     let mut registry = NodeRegistry::default();
     let mut receiver = Some(inbound);
+    let started = Instant::now();
+    let mut owed_settled = false;
     while !shard.process.stop.load(Ordering::Acquire) {
         let Some(rx) = receiver.take() else { return };
         let (rx, batch) = glommio::executor()
@@ -36,6 +38,12 @@ pub async fn run(shard: Rc<Shard>, inbound: Receiver<Inbound>, node_timeout: Dur
         let now = Instant::now();
         for item in batch {
             handle(&shard, &mut registry, item, now).await;
+        }
+        if !owed_settled && started.elapsed() >= node_timeout {
+            owed_settled = true;
+            shard
+                .settle_owed_webhooks(!registry.nodes().is_empty())
+                .await;
         }
         let dead = registry.expire(Instant::now(), node_timeout);
         if !dead.is_empty() {

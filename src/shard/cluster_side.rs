@@ -345,6 +345,18 @@ impl Shard {
         }
     }
 
+    /// Settles what a crashed earlier run of this node owes its webhook receivers, by the
+    /// cluster rule (docs/architecture.md, Webhooks): called once `node_timeout` has passed
+    /// since the node joined; discarded when another node is alive (it reported them), else
+    /// replayed. Runs on the blocking pool: the webhook inlet may make it wait.
+    pub async fn settle_owed_webhooks(&self, other_nodes_alive: bool) {
+        if let Some(webhooks) = self.webhooks.sink().cloned() {
+            glommio::executor()
+                .spawn_blocking(move || webhooks.settle_owed(other_nodes_alive))
+                .await;
+        }
+    }
+
     /// Whether the cluster link is up (always true without a cluster).
     pub fn cluster_linked(&self) -> bool {
         self.link()

@@ -83,12 +83,10 @@ test('SIGTERM, one shard, 10 occupied channels whose clients never answer the cl
   assert.equal(rx.events((e) => e.name === 'channel_vacated').length, 10, rx.summary());
 });
 
-// With two shards a client's last unsubscribe may reach its channel's home shard (which emits
-// channel_vacated) after that shard has finished its drain: the vacate is then never emitted
-// (every vacate that reaches Webhooks::emit is delivered; counted in the log, 6-8 of 10 emitted
-// in failing runs). The shard-side fix (connections counted until their occupancy messages reach
-// the home shard) belongs to the shard runtime; remove `todo` once it is in.
-test('SIGTERM, two shards, 10 occupied channels whose clients never answer the close frame: 10 of 10 channel_vacated delivered before exit', { ...E2E, ...SLOW, todo: 'needs the shard-side drain ordering (issue 12 item 1, lead)' }, async () => {
+// With two shards a client's last unsubscribe must reach its channel's home shard (which emits
+// channel_vacated) before that shard stops: each shard passes a barrier with its peers after its
+// connections are gone, and none stops before all have (Shard::drain).
+test('SIGTERM, two shards, 10 occupied channels whose clients never answer the close frame: 10 of 10 channel_vacated delivered before exit', { ...E2E, ...SLOW }, async () => {
   const { rx, vacated } = await vacatedAcrossSigterm(10, 2);
   assert.equal(vacated.length, 10, `channel_vacated delivered for ${vacated.length} of 10:\n${rx.summary()}`);
 });
