@@ -25,7 +25,8 @@ struct Cli {
     /// Log filter, e.g. `info`, `warren=debug`.
     #[arg(long, env = "WARREN_LOG", default_value = "info")]
     log: String,
-    /// Print the effective configuration's summary and exit.
+    /// Print the effective configuration (listen address, shards, app ids and keys, cluster,
+    /// webhook receivers; never a secret) and exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -55,11 +56,7 @@ fn main() -> ExitCode {
         tracing::warn!("an app uses the published default secret \"app-secret\": set your own before exposing this server");
     }
     if cli.check_config {
-        println!(
-            "configuration OK: {} app(s), {} shard(s)",
-            config.apps.len(),
-            config.server.effective_shards()
-        );
+        print!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
     let shards = config.server.effective_shards();
