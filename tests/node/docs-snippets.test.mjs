@@ -5,8 +5,10 @@
 //   <!-- run: client.mjs -->            save the block as client.mjs (a later `node client.mjs`
 //                                       block runs it, as the reader would)
 //   <!-- run: sh -->                    run the block with bash (a non-zero exit fails)
+//   <!-- run: warren.toml mode=append -->  append the block to warren.toml ("add this block")
 //   <!-- run: sh signal=HUP -->         the block is `kill -HUP <pid>`: send SIGHUP to the
-//                                       document's background `warren`
+//                                       document's background `warren` (with background-until:
+//                                       then wait for that text in the server's new output)
 //   <!-- norun: why -->                 not run here (a long build, root, PHP, ...), and why
 //
 // `background-until="text"` starts the block and goes on once its output contains the text (a
@@ -56,11 +58,11 @@ export function fencedBlocks(markdown) {
   return blocks;
 }
 
-/** `client.mjs background-until="x" expect="y"` -> { target: 'client.mjs', backgroundUntil, expect, signal }. */
+/** `client.mjs background-until="x" expect="y"` -> { target: 'client.mjs', backgroundUntil, expect, signal, mode }. */
 function parseRunSpec(spec) {
   const [target] = spec.split(/\s+/);
   const options = Object.fromEntries([...spec.matchAll(/([\w-]+)="([^"]*)"|([\w-]+)=(\S+)/g)].map((m) => [m[1] ?? m[3], m[2] ?? m[4]]));
-  return { target, backgroundUntil: options['background-until'], expect: options.expect, signal: options.signal };
+  return { target, backgroundUntil: options['background-until'], expect: options.expect, signal: options.signal, mode: options.mode };
 }
 
 /** A started block: its output so far, its exit, and a way to stop it. */
@@ -99,7 +101,12 @@ async function runDocument(doc, blocks, t) {
         assert.match(text, new RegExp(`kill -${spec.signal}\\b`), `${doc}:${block.line}: signal=${spec.signal} on a block that does not say kill -${spec.signal}`);
         const server = background.find((p) => p.isWarren);
         assert.ok(server, `${doc}:${block.line}: no background warren to signal`);
+        const seen = server.output.length;
         server.child.kill(`SIG${spec.signal}`);
+        if (spec.backgroundUntil) {
+          await waitFor(() => server.output.slice(seen).includes(spec.backgroundUntil), BLOCK_TIMEOUT_MS, `${doc}:${block.line}: the server to print ${JSON.stringify(spec.backgroundUntil)}`)
+            .catch((e) => assert.fail(failed(block, server, e.message)));
+        }
         continue;
       }
       let proc;
@@ -107,7 +114,7 @@ async function runDocument(doc, blocks, t) {
         proc = start('bash', ['-euo', 'pipefail', '-c', text], { cwd: dir, env });
         proc.isWarren = /^\s*warren\b(?!.*--check-config)/m.test(text);
       } else {
-        await writeFile(join(dir, spec.target), text);
+        await writeFile(join(dir, spec.target), text, { flag: spec.mode === 'append' ? 'a' : 'w' });
         continue;
       }
       if (spec.backgroundUntil) {
