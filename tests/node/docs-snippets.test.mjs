@@ -16,8 +16,8 @@
 // A background block must exit 0 by the end of the document unless it is `warren`, which is
 // stopped. Blocks of one document run in order in one fresh directory, with `node_modules` of
 // this repository reachable, the binary under test first on PATH as `warren`, and one change to
-// the text: port 6001 becomes a free port (tests never use fixed ports), which WARREN_PORT also
-// gives to a plain `warren`; WARREN_BIND=127.0.0.1 keeps the servers on loopback.
+// the text: ports 6001 (Warren) and 3000 (an example auth endpoint) become free ports (tests never
+// use fixed ports), and WARREN_PORT gives the first to a plain `warren`; WARREN_BIND=127.0.0.1 keeps the servers on loopback.
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -30,8 +30,8 @@ import { REPO_ROOT, SERVER_BIN, freePort, waitFor } from './helpers.mjs';
 /** The documents whose blocks must all run (or say why not). */
 const DOCUMENTS = ['README.md', 'docs/apps.md', 'docs/wss.md', 'docs/laravel.md'];
 
-/** The port the documents use; replaced by a free one. */
-const DOCUMENTED_PORT = '6001';
+/** The ports the documents use (Warren's, an example auth endpoint's); each becomes a free one. */
+const DOCUMENTED_PORTS = ['6001', '3000'];
 
 const BLOCK_TIMEOUT_MS = 20_000;
 
@@ -82,7 +82,10 @@ function start(command, args, { cwd, env }) {
 async function runDocument(doc, blocks, t) {
   const dir = await mkdtemp(join(tmpdir(), 'warren-docs-'));
   await symlink(join(REPO_ROOT, 'node_modules'), join(dir, 'node_modules'));
-  const port = String(await freePort());
+  const ports = new Map();
+  for (const documented of DOCUMENTED_PORTS) ports.set(documented, String(await freePort()));
+  const port = ports.get('6001');
+  const withFreePorts = (text) => text.replace(new RegExp(`\\b(${DOCUMENTED_PORTS.join('|')})\\b`, 'g'), (p) => ports.get(p));
   const env = {
     ...process.env,
     PATH: `${dirname(SERVER_BIN)}:${process.env.PATH}`,
@@ -96,7 +99,7 @@ async function runDocument(doc, blocks, t) {
     for (const block of blocks) {
       if (block.marker.kind === 'norun') continue;
       const spec = parseRunSpec(block.marker.spec);
-      const text = block.text.split(DOCUMENTED_PORT).join(port);
+      const text = withFreePorts(block.text);
       if (spec.signal) {
         assert.match(text, new RegExp(`kill -${spec.signal}\\b`), `${doc}:${block.line}: signal=${spec.signal} on a block that does not say kill -${spec.signal}`);
         const server = background.find((p) => p.isWarren);
