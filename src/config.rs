@@ -37,6 +37,50 @@ pub struct Config {
     /// How webhooks are batched, retried and spooled (the targets are per app).
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// The debug console (off unless enabled, with an admin token).
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// The debug console: a page and an event stream on their own address, behind an admin token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Whether the console listens at all (off by default).
+    pub enabled: bool,
+    /// The admin token every console request must carry (`Authorization: Bearer …` or
+    /// `?token=…`); at least [`CONSOLE_TOKEN_MIN_CHARS`] characters when enabled.
+    pub token: String,
+    /// Address the console listens on; keep it private (loopback, or a management network).
+    pub bind: String,
+    /// Port of the console (its own, apart from the client port).
+    pub port: u16,
+}
+
+/// Shortest admin token the console accepts.
+pub const CONSOLE_TOKEN_MIN_CHARS: usize = 16;
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: false,
+            token: String::new(),
+            bind: "127.0.0.1".into(),
+            port: 6002,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled && self.token.chars().count() < CONSOLE_TOKEN_MIN_CHARS {
+            return Err(ConfigError::new(
+                "console.token",
+                format!("the console needs an admin token of at least {CONSOLE_TOKEN_MIN_CHARS} characters"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Delivery settings shared by every app's webhooks.
@@ -397,6 +441,7 @@ impl Config {
     /// Checks every rule a running server relies on; the first broken one is returned.
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.console.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }

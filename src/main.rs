@@ -60,6 +60,7 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let shards = config.server.effective_shards();
+    let config_for_console = config.clone();
     let server = match warren::server::start(config) {
         Ok(server) => server,
         Err(error) => {
@@ -67,6 +68,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let console = match warren::console::Console::start(&config_for_console, server.local_addr()) {
+        Ok(console) => console.map(std::sync::Arc::new),
+        Err(error) => {
+            eprintln!("warren: cannot start the console: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(console) = &console {
+        tracing::info!(addr = %console.local_addr(), "debug console listening (GET /console?token=...)");
+    }
     let stop = server.stop_flag();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
@@ -74,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if let Err(error) = watch_reloads(server.reloader(), cli, overrides) {
+    if let Err(error) = watch_reloads(server.reloader(), console, cli, overrides) {
         eprintln!("warren: cannot handle SIGHUP: {error}");
         return ExitCode::FAILURE;
     }
@@ -88,6 +99,7 @@ fn main() -> ExitCode {
 /// apps; an invalid configuration is refused with a log line and the running one stays.
 fn watch_reloads(
     reloader: warren::server::Reloader,
+    console: Option<std::sync::Arc<warren::console::Console>>,
     cli: Cli,
     overrides: Overrides,
 ) -> std::io::Result<()> {
@@ -99,6 +111,9 @@ fn watch_reloads(
                 match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
                     Ok(config) => {
                         reloader.reload(&config);
+                        if let Some(console) = &console {
+                            console.reload(&config);
+                        }
                         tracing::info!(
                             apps = config.apps.len(),
                             "configuration reloaded (apps applied; server, cluster and webhook receiver settings take effect at the next restart)"

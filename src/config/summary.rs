@@ -3,7 +3,7 @@
 //! receivers.
 //!
 //! It never contains a secret: app secrets are left out, a password in the Redis URL or in a
-//! webhook URL is replaced by `***`, and of the extra webhook headers (often tokens) only the
+//! webhook URL is replaced by `***`, the console's token is never shown, and of the extra webhook headers (often tokens) only the
 //! names are shown.
 
 use super::{AppConfig, Config, WebhookTarget};
@@ -55,6 +55,15 @@ impl Config {
             None => {
                 let _ = writeln!(out, "cluster: off (single node)");
             }
+        }
+        if self.console.enabled {
+            let _ = writeln!(
+                out,
+                "console: http://{}:{}/console (admin token set)",
+                self.console.bind, self.console.port
+            );
+        } else {
+            let _ = writeln!(out, "console: off");
         }
         out
     }
@@ -152,6 +161,10 @@ headers = { "X-Token" = "token-xyz" }
 
 [cluster]
 redis_url = "redis://default:redispass-xyz@10.0.0.5:6379/0"
+
+[console]
+enabled = true
+token = "console-token-xyz-0123"
 "#;
 
     #[test]
@@ -166,6 +179,7 @@ redis_url = "redis://default:redispass-xyz@10.0.0.5:6379/0"
             "app id 2 key key-two (no client events)",
             "webhook https://hook:***@example.test/pusher?x=1 (member_added; channels \"presence-*\"; headers X-Token (values hidden))",
             "cluster: redis redis://default:***@10.0.0.5:6379/0 (prefix \"warren\")",
+            "console: http://127.0.0.1:6002/console (admin token set)",
         ] {
             assert!(summary.contains(expected), "{expected:?} not in\n{summary}");
         }

@@ -82,6 +82,7 @@ async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>)
     });
     shard.add_local_subscriber(conn, channel);
     conn.send_text(&outbound::subscription_succeeded(channel));
+    crate::console::tap::subscribed(conn.app.id(), channel, conn.socket_id, None);
 }
 
 fn check_signature(
@@ -142,12 +143,17 @@ async fn join_presence(shard: &Shard, conn: &Rc<Connection>, channel: &str, chan
         }),
         active: false,
     });
+    let user = member.user_id.clone();
     shard.presence_join(conn, channel, member).await;
+    crate::console::tap::subscribed(conn.app.id(), channel, conn.socket_id, Some(&user));
 }
 
 async fn unsubscribe(shard: &Shard, conn: &Rc<Connection>, channel: &str) {
     match conn.remove_subscription(channel) {
-        Some(subscription) => shard.leave_channel(conn, subscription).await,
+        Some(subscription) => {
+            shard.leave_channel(conn, subscription).await;
+            crate::console::tap::unsubscribed(conn.app.id(), channel, conn.socket_id);
+        }
         None => conn.send_error(
             None,
             &format!("No current subscription to channel {channel}, or subscription in progress"),
@@ -283,6 +289,13 @@ async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'
     };
     let user_id = subscription.presence.as_ref().map(|p| p.user_id.as_str());
     emit_client_event_webhook(shard, conn, channel, &event.event, data, user_id);
+    crate::console::tap::client_event(
+        conn.app.id(),
+        channel,
+        &event.event,
+        conn.socket_id,
+        event.data.map_or("", |raw| raw.get()),
+    );
     shard
         .publish_event(
             &conn.app,

@@ -211,6 +211,7 @@ async fn publish(shard: &Shard, app: &App, event: &ApiEvent) {
     shard
         .publish(app, &channels, &event.name, &event.data, event.socket_id)
         .await;
+    crate::console::tap::api_publish(app.id(), &channels, &event.name, &event.data);
 }
 
 async fn trigger(shard: &Shard, app: &App, body: &[u8]) -> Result<Response, ApiError> {
