@@ -1,8 +1,8 @@
 // The debug console in real headless Chromium (Debian's /usr/bin/chromium driven by Playwright's
 // playwright-core): refused without the admin token (401, the page never served), served with
 // it; it shows a pusher-js connection (connections per shard, the channel with its subscriber
-// count and presence members), an HTTP API publish, a client event and the subscribes in its
-// event log, filters the log, and its form sends a test event that the pusher-js client
+// count and presence members), an HTTP API publish, a client event, the subscribes and a webhook
+// that failed once and was then sent (a real receiver answering 500, then 200) in its event log, filters the log, and its form sends a test event that the pusher-js client
 // receives. Saves a screenshot as docs/console.png.
 
 import assert from 'node:assert/strict';
@@ -19,7 +19,9 @@ import {
   nextOf,
   restClient,
   startServer,
+  startWebhookReceiver,
   subscribed,
+  tomlValue,
 } from './helpers.mjs';
 
 const CHROMIUM = process.env.CHROMIUM ?? '/usr/bin/chromium';
@@ -36,6 +38,8 @@ const FLAGS = [
 ];
 
 let server;
+let receiver;
+let spoolDir;
 let consolePort;
 let browser;
 let profileDir;
@@ -43,12 +47,20 @@ const clients = [];
 
 before(async () => {
   consolePort = await freePort();
+  let answered = 0;
+  receiver = await startWebhookReceiver({ respond: () => (answered++ === 0 ? 500 : 200) });
+  spoolDir = await mkdtemp(join(tmpdir(), 'warren-console-spool-'));
   server = await startServer({
     config: `
+[webhooks]
+spool_dir = ${tomlValue(spoolDir)}
+batch_window_ms = 10
+
 [[apps]]
 id = "${DEFAULT_APP.id}"
 key = "${DEFAULT_APP.key}"
 secret = "${DEFAULT_APP.secret}"
+webhooks = ${tomlValue([{ url: receiver.url, events: ['channel_occupied'] }])}
 
 [console]
 enabled = true
@@ -70,6 +82,8 @@ after(async () => {
   for (const c of clients) c.disconnect();
   await browser?.close();
   await server?.stop();
+  await receiver?.close();
+  if (spoolDir) await rm(spoolDir, { recursive: true, force: true });
   if (profileDir) await rm(profileDir, { recursive: true, force: true });
 });
 
@@ -120,6 +134,9 @@ test('with the token the page shows a connection, its channel and members, and t
   await page.waitForSelector('#log tr:has(.kind.api_publish):has-text("order-shipped")');
   await page.waitForSelector('#log tr:has(.kind.client_event):has-text("client-typing")');
   await page.waitForSelector('#log tr:has(.kind.subscribe):has-text("presence-console-room")');
+  // channel_occupied for console-demo: refused once by the receiver (500), then delivered.
+  await page.waitForSelector('#log tr:has(.kind.webhook_failed):has-text("channel_occupied"):has-text("HTTP 500")', { timeout: 15_000 });
+  await page.waitForSelector('#log tr:has(.kind.webhook_sent):has-text("channel_occupied"):has-text("delivered")', { timeout: 15_000 });
 
   // Filters: by event name, then by kind.
   await page.fill('#filter-event', 'order-shipped');
