@@ -69,7 +69,7 @@ fn main() -> ExitCode {
         }
     };
     let console = match warren::console::Console::start(&config_for_console, server.local_addr()) {
-        Ok(console) => console.map(std::sync::Arc::new),
+        Ok(console) => console,
         Err(error) => {
             eprintln!("warren: cannot start the console: {error}");
             return ExitCode::FAILURE;
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
 /// apps; an invalid configuration is refused with a log line and the running one stays.
 fn watch_reloads(
     reloader: warren::server::Reloader,
-    console: Option<std::sync::Arc<warren::console::Console>>,
+    console: Option<warren::console::Console>,
     cli: Cli,
     overrides: Overrides,
 ) -> std::io::Result<()> {

@@ -2,9 +2,9 @@
 //! on, how many shards it would run, each app's id and key, the cluster link and the webhook
 //! receivers.
 //!
-//! It never contains a secret: app secrets are left out, a password in the Redis URL or in a
-//! webhook URL is replaced by `***`, the console's token is never shown, and of the extra webhook headers (often tokens) only the
-//! names are shown.
+//! It never contains a secret: app secrets and the console's token are left out, a password in
+//! the Redis URL or in a webhook URL is replaced by `***`, and of the extra webhook headers
+//! (often tokens) only the names are shown.
 
 use super::{AppConfig, Config, WebhookTarget};
 use std::fmt::Write;

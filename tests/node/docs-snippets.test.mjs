@@ -11,12 +11,12 @@
 //                                       then wait for that text in the server's new output)
 //   <!-- norun: why -->                 not run here (a long build, root, PHP, ...), and why
 //
-// `background-until="text"` starts the block and goes on once its output contains the text (a
+// `background-until="text"` (or 'text') starts the block and goes on once its output contains the text (a
 // server, a subscriber waiting for an event); `expect="text"` requires the text in its output.
 // A background block must exit 0 by the end of the document unless it is `warren`, which is
 // stopped. Blocks of one document run in order in one fresh directory, with `node_modules` of
 // this repository reachable, the binary under test first on PATH as `warren`, and one change to
-// the text: ports 6001 (Warren) and 3000 (an example auth endpoint) become free ports (tests never
+// the text: ports 6001 (Warren), 6002 (its console) and 3000 (an example auth endpoint) become free ports (tests never
 // use fixed ports), and WARREN_PORT gives the first to a plain `warren`; WARREN_BIND=127.0.0.1 keeps the servers on loopback.
 
 import assert from 'node:assert/strict';
@@ -28,10 +28,10 @@ import { test } from 'node:test';
 import { REPO_ROOT, SERVER_BIN, freePort, waitFor } from './helpers.mjs';
 
 /** The documents whose blocks must all run (or say why not). */
-const DOCUMENTS = ['README.md', 'docs/apps.md', 'docs/wss.md', 'docs/laravel.md'];
+const DOCUMENTS = ['README.md', 'docs/apps.md', 'docs/wss.md', 'docs/laravel.md', 'docs/console.md'];
 
-/** The ports the documents use (Warren's, an example auth endpoint's); each becomes a free one. */
-const DOCUMENTED_PORTS = ['6001', '3000'];
+/** The ports the documents use (Warren's, its console's, an example auth endpoint's); each becomes a free one. */
+const DOCUMENTED_PORTS = ['6001', '6002', '3000'];
 
 const BLOCK_TIMEOUT_MS = 20_000;
 
@@ -61,7 +61,9 @@ export function fencedBlocks(markdown) {
 /** `client.mjs background-until="x" expect="y"` -> { target: 'client.mjs', backgroundUntil, expect, signal, mode }. */
 function parseRunSpec(spec) {
   const [target] = spec.split(/\s+/);
-  const options = Object.fromEntries([...spec.matchAll(/([\w-]+)="([^"]*)"|([\w-]+)=(\S+)/g)].map((m) => [m[1] ?? m[3], m[2] ?? m[4]]));
+  const options = Object.fromEntries(
+    [...spec.matchAll(/([\w-]+)="([^"]*)"|([\w-]+)='([^']*)'|([\w-]+)=(\S+)/g)].map((m) => [m[1] ?? m[3] ?? m[5], m[2] ?? m[4] ?? m[6]]),
+  );
   return { target, backgroundUntil: options['background-until'], expect: options.expect, signal: options.signal, mode: options.mode };
 }
 
