@@ -149,6 +149,15 @@ pub fn unsubscribed(app: &str, channel: &str, socket_id: impl fmt::Display) {
     });
 }
 
+/// A closing connection left `channel`.
+#[inline]
+pub fn left_on_close(app: &str, channel: &str, socket_id: impl fmt::Display) {
+    record(|| {
+        ConsoleEvent::new(EventKind::Unsubscribe, app, channel)
+            .detail(&format!("socket {socket_id} (connection closed)"))
+    });
+}
+
 /// A connection's `client-*` event was relayed on `channel`.
 #[inline]
 pub fn client_event(
@@ -187,16 +196,17 @@ pub fn webhook_failed(app: &str, url: &str, body: &str, reason: &str) {
     record(|| webhook(EventKind::WebhookFailed, app, url, body, reason));
 }
 
-/// A webhook entry: the batch's event names and first channel, the URL and the outcome.
+/// A webhook entry: the batch's event names and channels, the URL and the outcome.
 fn webhook(kind: EventKind, app: &str, url: &str, body: &str, outcome: &str) -> ConsoleEvent {
     let batch: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
     let events = batch["events"].as_array().cloned().unwrap_or_default();
     let names: Vec<&str> = events.iter().filter_map(|e| e["name"].as_str()).collect();
-    let channel = events
-        .first()
-        .and_then(|e| e["channel"].as_str())
-        .unwrap_or("");
-    ConsoleEvent::new(kind, app, channel)
+    let mut channels: Vec<&str> = events
+        .iter()
+        .filter_map(|e| e["channel"].as_str())
+        .collect();
+    channels.dedup();
+    ConsoleEvent::new(kind, app, &channels.join(","))
         .event(&names.join(","))
         .detail(&format!("{url}: {outcome}"))
 }

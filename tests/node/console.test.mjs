@@ -146,6 +146,13 @@ test('with the token the page shows a connection, its channel and members, and t
   await page.waitForFunction(() => [...document.querySelectorAll('#log tbody tr .kind')].every((k) => k.textContent === 'client_event'));
   await page.selectOption('#filter-kind', '');
 
+  // An unsubscribe, and a closed connection leaving its channels.
+  other.unsubscribe('private-console-chat');
+  await page.waitForSelector('#log tr:has(.kind.unsubscribe):has-text("private-console-chat")');
+  other.disconnect();
+  await page.waitForSelector('#log tr:has(.kind.unsubscribe):has-text("presence-console-room"):has-text("connection closed")');
+  await page.waitForSelector('#channels td:has-text("presence-console-room (members: ada)")');
+
   // The form sends a test event through the signed API; the pusher-js client receives it.
   const received = nextOf(client.channel('console-demo'), ['from-the-console']);
   await page.selectOption('#send-app', DEFAULT_APP.id);
