@@ -806,6 +806,16 @@ mod tests {
     }
 
     #[test]
+    fn console_is_off_by_default_and_needs_a_long_token() {
+        assert!(!Config::embedded_default().console.enabled);
+        let short = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[console]\nenabled = true\ntoken = \"short\"\n";
+        let err = Config::from_toml_str(short).unwrap_err();
+        assert_eq!(err.key, "console.token");
+        let long = short.replace("\"short\"", "\"0123456789abcdef\"");
+        assert!(Config::from_toml_str(&long).unwrap().console.enabled);
+    }
+
+    #[test]
     fn flags_win_over_environment() {
         let overrides = Overrides {
             port: Some(9000),

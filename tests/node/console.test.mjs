@@ -168,3 +168,27 @@ test('with the token the page shows a connection, its channel and members, and t
   await page.screenshot({ path: join(REPO_ROOT, 'docs', 'console.png'), fullPage: true });
   await page.close();
 });
+
+test('bad console requests get a clear status and change nothing', { timeout: 30_000 }, async () => {
+  const auth = { Authorization: `Bearer ${TOKEN}` };
+  const post = (body) => fetch(consoleUrl('/console/trigger'), { method: 'POST', headers: auth, body });
+  let res = await post('not json');
+  assert.equal(res.status, 400);
+  assert.match((await res.json()).error, /expected/);
+  res = await post(JSON.stringify({ app: '99', channel: 'c', event: 'e', data: '{}' }));
+  assert.equal(res.status, 400);
+  assert.deepEqual(await res.json(), { error: 'no such app' });
+  res = await post(JSON.stringify({ app: DEFAULT_APP.id, channel: 'bad channel name!', event: 'e', data: '{}' }));
+  assert.equal(res.status, 400, 'the HTTP API refuses the channel name; the console passes its answer on');
+  assert.equal((await res.json()).api_status, 400);
+  res = await post('x'.repeat(70 * 1024));
+  assert.equal(res.status, 413);
+  res = await fetch(consoleUrl('/console/nothing'), { headers: auth });
+  assert.equal(res.status, 404);
+  res = await fetch(consoleUrl('/console/trigger'), { headers: auth });
+  assert.equal(res.status, 405);
+  // The server is still fine.
+  res = await fetch(consoleUrl('/console/state'), { headers: auth });
+  assert.equal(res.status, 200);
+  assert.ok(Array.isArray((await res.json()).shards));
+});
