@@ -28,7 +28,7 @@ import { test } from 'node:test';
 import { REPO_ROOT, SERVER_BIN, freePort, waitFor } from './helpers.mjs';
 
 /** The documents whose blocks must all run (or say why not). */
-const DOCUMENTS = ['README.md', 'docs/apps.md', 'docs/wss.md', 'docs/laravel.md', 'docs/console.md'];
+const DOCUMENTS = ['README.md', 'docs/deployment.md', 'docs/apps.md', 'docs/wss.md', 'docs/laravel.md', 'docs/console.md'];
 
 /** The ports the documents use (Warren's, its console's, an example auth endpoint's); each becomes a free one. */
 const DOCUMENTED_PORTS = ['6001', '6002', '3000'];
