@@ -264,18 +264,68 @@ impl Drop for Viewer {
 mod tests {
     use super::*;
 
+    /// The tests that connect viewers run one at a time (only they connect any in this crate).
+    fn serial() -> std::sync::MutexGuard<'static, ()> {
+        static SERIAL: Mutex<()> = Mutex::new(());
+        SERIAL
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
     #[test]
     fn nothing_is_built_without_a_viewer_and_events_flow_with_one() {
-        // The log is process-wide: this test is the only one in the crate that records.
+        // The log is process-wide (other tests' entries may be in it): only this app counts.
+        const APP: &str = "tap-unit-test";
+        let mine = |events: Vec<ConsoleEvent>| -> Vec<ConsoleEvent> {
+            events.into_iter().filter(|e| e.app == APP).collect()
+        };
+        let _serial = serial();
         record(|| panic!("built without a viewer"));
         let mut viewer = Viewer::connect();
-        record(|| ConsoleEvent::new(EventKind::Subscribe, "1", "news").detail("socket 1.2"));
-        let events = viewer.next_events(Duration::from_millis(100));
+        subscribed(APP, "news", "1.2", Some("ada"));
+        let events = mine(viewer.next_events(Duration::from_millis(100)));
         assert_eq!(events.len(), 1);
         assert_eq!(events[0].kind, EventKind::Subscribe);
         assert_eq!(events[0].channel, "news");
-        assert!(viewer.next_events(Duration::from_millis(10)).is_empty());
+        assert_eq!(events[0].detail, "socket 1.2, user ada");
+        assert!(mine(viewer.next_events(Duration::from_millis(10))).is_empty());
         drop(viewer);
-        record(|| panic!("built after the last viewer left"));
+    }
+
+    #[test]
+    fn webhook_entries_name_the_batch_events_and_channels() {
+        let body = r#"{"time_ms":1,"events":[{"name":"channel_occupied","channel":"a"},{"name":"member_added","channel":"b","user_id":"1"}]}"#;
+        let entry = webhook(
+            EventKind::WebhookFailed,
+            "1",
+            "http://h/hook",
+            body,
+            "HTTP 500",
+        );
+        assert_eq!(entry.event, "channel_occupied,member_added");
+        assert_eq!(entry.channel, "a,b");
+        assert_eq!(entry.detail, "http://h/hook: HTTP 500");
+    }
+
+    #[test]
+    fn the_log_drops_its_oldest_entries_at_the_bound_and_counts_them() {
+        let _serial = serial();
+        let before = dropped_total();
+        let mut viewer = Viewer::connect();
+        for _ in 0..LOG_CAPACITY + 5 {
+            unsubscribed("tap-bound-test", "c", "1.1");
+        }
+        assert!(dropped_total() >= before + 5);
+        let kept = viewer.next_events(Duration::from_millis(10));
+        assert!(kept.len() <= LOG_CAPACITY);
+        let seqs: Vec<u64> = kept.iter().map(|e| e.seq).collect();
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "in order");
+    }
+
+    #[test]
+    fn details_are_cut_to_their_bound() {
+        let long = "x".repeat(DETAIL_MAX_CHARS * 2);
+        let entry = ConsoleEvent::new(EventKind::ApiPublish, "1", "c").detail(&long);
+        assert_eq!(entry.detail.chars().count(), DETAIL_MAX_CHARS);
     }
 }
