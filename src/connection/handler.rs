@@ -143,9 +143,13 @@ async fn join_presence(shard: &Shard, conn: &Rc<Connection>, channel: &str, chan
         }),
         active: false,
     });
-    let user = member.user_id.clone();
+    crate::console::tap::subscribed(
+        conn.app.id(),
+        channel,
+        conn.socket_id,
+        Some(&member.user_id),
+    );
     shard.presence_join(conn, channel, member).await;
-    crate::console::tap::subscribed(conn.app.id(), channel, conn.socket_id, Some(&user));
 }
 
 async fn unsubscribe(shard: &Shard, conn: &Rc<Connection>, channel: &str) {

@@ -128,7 +128,8 @@ fn push(mut event: ConsoleEvent) {
 // ---- the hooks: one call each, from the shard, the HTTP API and the webhook sender. Each checks
 // for a viewer before it formats or copies anything.
 
-/// A connection subscribed to `channel` (`user` for presence members).
+/// A connection subscribed to `channel` (`user` for presence members: logged when the join is
+/// sent to the channel's home shard, which may still refuse it at the member limit).
 #[inline]
 pub fn subscribed(app: &str, channel: &str, socket_id: impl fmt::Display, user: Option<&str>) {
     record(|| {
