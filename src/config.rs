@@ -8,6 +8,8 @@ use serde::Deserialize;
 use std::fmt;
 use std::path::Path;
 
+mod summary;
+
 /// The configuration compiled into the binary, used when no `--config` is given.
 pub const DEFAULT_CONFIG_TOML: &str = include_str!("../config/warren.default.toml");
 
@@ -35,6 +37,50 @@ pub struct Config {
     /// How webhooks are batched, retried and spooled (the targets are per app).
     #[serde(default)]
     pub webhooks: WebhookSettings,
+    /// The debug console (off unless enabled, with an admin token).
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// The debug console: a page and an event stream on their own address, behind an admin token.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Whether the console listens at all (off by default).
+    pub enabled: bool,
+    /// The admin token every console request must carry (`Authorization: Bearer …` or
+    /// `?token=…`); at least [`CONSOLE_TOKEN_MIN_CHARS`] characters when enabled.
+    pub token: String,
+    /// Address the console listens on; keep it private (loopback, or a management network).
+    pub bind: String,
+    /// Port of the console (its own, apart from the client port).
+    pub port: u16,
+}
+
+/// Shortest admin token the console accepts.
+pub const CONSOLE_TOKEN_MIN_CHARS: usize = 16;
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        ConsoleConfig {
+            enabled: false,
+            token: String::new(),
+            bind: "127.0.0.1".into(),
+            port: 6002,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.enabled && self.token.chars().count() < CONSOLE_TOKEN_MIN_CHARS {
+            return Err(ConfigError::new(
+                "console.token",
+                format!("the console needs an admin token of at least {CONSOLE_TOKEN_MIN_CHARS} characters"),
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// Delivery settings shared by every app's webhooks.
@@ -520,9 +566,10 @@ impl Config {
                 e.to_string(),
             )
         })?;
-        for (name, value) in env {
+        for (name, value) in in_application_order(env) {
             apply_env_override(&mut tree, &name, &value)?;
         }
+        check_env_added_apps(&tree)?;
         let mut config: Config = tree
             .try_into()
             .map_err(|e: toml::de::Error| ConfigError::new("config", e.to_string()))?;
@@ -561,6 +608,7 @@ impl Config {
     pub fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.webhooks.validate()?;
+        self.console.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
@@ -845,6 +893,52 @@ fn apply_env_override(tree: &mut toml::Value, name: &str, raw: &str) -> Result<(
     Ok(())
 }
 
+/// The `WARREN_*` variables sorted so that array entries come in index order
+/// (`WARREN_APPS__2__…` after `WARREN_APPS__1__…`, `__10__` after `__9__`): an entry can only be
+/// appended after the one before it exists, whatever order the environment lists them in.
+fn in_application_order(env: impl IntoIterator<Item = (String, String)>) -> Vec<(String, String)> {
+    let mut vars: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(name, _)| name.starts_with(ENV_PREFIX))
+        .collect();
+    vars.sort_by_cached_key(|(name, _)| {
+        name.split(ENV_PATH_SEPARATOR)
+            .map(|segment| match segment.parse::<u64>() {
+                Ok(index) => (0, index, String::new()),
+                Err(_) => (1, 0, segment.to_string()),
+            })
+            .collect::<Vec<_>>()
+    });
+    vars
+}
+
+/// The fields an app cannot do without; an app added from the environment must set each one.
+const REQUIRED_APP_FIELDS: [&str; 3] = ["id", "key", "secret"];
+
+/// Refuses an app that lacks a required field with a message naming the variables to set
+/// (serde alone would say "missing field `id` in `apps`", without the index).
+fn check_env_added_apps(tree: &toml::Value) -> Result<(), ConfigError> {
+    let Some(apps) = tree.get("apps").and_then(toml::Value::as_array) else {
+        return Ok(());
+    };
+    for (index, app) in apps.iter().enumerate() {
+        let Some(app) = app.as_table() else { continue };
+        if let Some(missing) = REQUIRED_APP_FIELDS
+            .iter()
+            .find(|field| !app.contains_key(**field))
+        {
+            let vars = REQUIRED_APP_FIELDS
+                .map(|f| format!("{ENV_PREFIX}APPS__{index}__{}", f.to_ascii_uppercase()))
+                .join(", ");
+            return Err(ConfigError::new(
+                format!("apps[{index}].{missing}"),
+                format!("missing; an app needs id, key and secret (from the environment: {vars})"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// The child `segment` of a table, or entry `segment` of an array (one past the end appends a
 /// new, empty table, so that apps can be added from the environment).
 fn child_mut<'a>(node: &'a mut toml::Value, segment: &str) -> Option<&'a mut toml::Value> {
@@ -919,6 +1013,43 @@ mod tests {
         let config = Config::load(None, vars, &Overrides::default()).unwrap();
         assert_eq!(config.apps[1].key, "k2");
         assert_eq!(config.apps[1].id, "2");
+    }
+
+    #[test]
+    fn environment_adds_apps_in_index_order_whatever_the_listing_order() {
+        let vars = env(&[
+            ("WARREN_APPS__2__SECRET", "s3"),
+            ("WARREN_APPS__2__KEY", "k3"),
+            ("WARREN_APPS__2__ID", "3"),
+            ("WARREN_APPS__1__ID", "2"),
+            ("WARREN_APPS__1__KEY", "k2"),
+            ("WARREN_APPS__1__SECRET", "s2"),
+        ]);
+        let config = Config::load(None, vars, &Overrides::default()).unwrap();
+        let keys: Vec<&str> = config.apps.iter().map(|a| a.key.as_str()).collect();
+        assert_eq!(keys, ["app-key", "k2", "k3"]);
+    }
+
+    #[test]
+    fn an_app_added_from_the_environment_without_its_id_names_the_variables() {
+        let vars = env(&[("WARREN_APPS__1__KEY", "k2")]);
+        let err = Config::load(None, vars, &Overrides::default()).unwrap_err();
+        assert_eq!(err.key, "apps[1].id");
+        assert!(
+            err.reason
+                .contains("WARREN_APPS__1__ID, WARREN_APPS__1__KEY, WARREN_APPS__1__SECRET"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn console_is_off_by_default_and_needs_a_long_token() {
+        assert!(!Config::embedded_default().console.enabled);
+        let short = "[[apps]]\nid = \"1\"\nkey = \"k\"\nsecret = \"s\"\n[console]\nenabled = true\ntoken = \"short\"\n";
+        let err = Config::from_toml_str(short).unwrap_err();
+        assert_eq!(err.key, "console.token");
+        let long = short.replace("\"short\"", "\"0123456789abcdef\"");
+        assert!(Config::from_toml_str(&long).unwrap().console.enabled);
     }
 
     #[test]

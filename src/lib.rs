@@ -9,6 +9,7 @@ pub mod auth;
 pub mod channels;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod deadline;
 pub mod http;
 pub mod metrics;

@@ -25,7 +25,8 @@ struct Cli {
     /// Log filter, e.g. `info`, `warren=debug`.
     #[arg(long, env = "WARREN_LOG", default_value = "info")]
     log: String,
-    /// Print the effective configuration's summary and exit.
+    /// Print the effective configuration (listen address, shards, app ids and keys, cluster,
+    /// webhook receivers; never a secret) and exit.
     #[arg(long)]
     check_config: bool,
 }
@@ -55,14 +56,11 @@ fn main() -> ExitCode {
         tracing::warn!("an app uses the published default secret \"app-secret\": set your own before exposing this server");
     }
     if cli.check_config {
-        println!(
-            "configuration OK: {} app(s), {} shard(s)",
-            config.apps.len(),
-            config.server.effective_shards()
-        );
+        print!("{}", config.summary());
         return ExitCode::SUCCESS;
     }
     let shards = config.server.effective_shards();
+    let config_for_console = config.clone();
     let server = match warren::server::start(config) {
         Ok(server) => server,
         Err(error) => {
@@ -70,6 +68,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let console = match warren::console::Console::start(&config_for_console, server.local_addr()) {
+        Ok(console) => console,
+        Err(error) => {
+            eprintln!("warren: cannot start the console: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(console) = &console {
+        tracing::info!(addr = %console.local_addr(), "debug console listening (GET /console?token=...)");
+    }
     let stop = server.stop_flag();
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         if let Err(error) = signal_hook::flag::register(signal, stop.clone()) {
@@ -77,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    if let Err(error) = watch_reloads(server.reloader(), cli, overrides) {
+    if let Err(error) = watch_reloads(server.reloader(), console, cli, overrides) {
         eprintln!("warren: cannot handle SIGHUP: {error}");
         return ExitCode::FAILURE;
     }
@@ -91,6 +99,7 @@ fn main() -> ExitCode {
 /// apps; an invalid configuration is refused with a log line and the running one stays.
 fn watch_reloads(
     reloader: warren::server::Reloader,
+    console: Option<warren::console::Console>,
     cli: Cli,
     overrides: Overrides,
 ) -> std::io::Result<()> {
@@ -102,6 +111,9 @@ fn watch_reloads(
                 match Config::load(cli.config.as_deref(), std::env::vars(), &overrides) {
                     Ok(config) => {
                         reloader.reload(&config);
+                        if let Some(console) = &console {
+                            console.reload(&config);
+                        }
                         tracing::info!(
                             apps = config.apps.len(),
                             "configuration reloaded (apps applied; server, cluster and webhook receiver settings take effect at the next restart)"

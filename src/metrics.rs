@@ -488,6 +488,7 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
         "warren_publish_to_write_seconds_count {}",
         snapshot.latency_count
     );
+    render_console(&mut out);
     if let Some(cluster) = &facts.cluster {
         render_cluster(&mut out, cluster);
     }
@@ -616,6 +617,32 @@ fn render_webhooks(out: &mut String, w: &WebhookFacts) {
         out,
         "{name}{{reason=\"inlet_full\"}} {}",
         w.dropped_inlet_full
+    );
+}
+
+/// The debug console's viewers and the events its bounded log dropped (both 0 while it is off).
+fn render_console(out: &mut String) {
+    metric(
+        out,
+        "warren_console_viewers",
+        "gauge",
+        "Debug console event streams open now.",
+    );
+    let _ = writeln!(
+        out,
+        "warren_console_viewers {}",
+        crate::console::tap::viewers()
+    );
+    metric(
+        out,
+        "warren_console_log_dropped_total",
+        "counter",
+        "Console log entries dropped at its bound (the oldest go first).",
+    );
+    let _ = writeln!(
+        out,
+        "warren_console_log_dropped_total {}",
+        crate::console::tap::dropped_total()
     );
 }
 

@@ -85,6 +85,7 @@ fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>) {
             });
             shard.add_local_subscriber(conn, channel);
             conn.send_text(&outbound::subscription_succeeded(channel));
+            crate::console::tap::subscribed(conn.app.id(), channel, conn.socket_id, None);
         }
         Err(refusal) => refusal.send(conn, channel),
     }
@@ -175,13 +176,18 @@ fn join_presence(
         }),
         active: false,
     });
+    let user = Some(member.user_id.as_str());
+    crate::console::tap::subscribed(conn.app.id(), channel, conn.socket_id, user);
     shard.presence_join(conn, channel, member);
     Ok(())
 }
 
 fn unsubscribe(shard: &Shard, conn: &Rc<Connection>, channel: &str) {
     match conn.remove_subscription(channel) {
-        Some(subscription) => shard.leave_channel(conn, subscription),
+        Some(subscription) => {
+            shard.leave_channel(conn, subscription);
+            crate::console::tap::unsubscribed(conn.app.id(), channel, conn.socket_id);
+        }
         None => conn.send_error(
             None,
             &format!("No current subscription to channel {channel}, or subscription in progress"),
@@ -319,6 +325,14 @@ fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'_>) {
     };
     let user_id = subscription.presence.as_ref().map(|p| p.user_id.as_str());
     emit_client_event_webhook(shard, conn, channel, &event.event, data, user_id);
+    let raw_data = event.data.map_or("", |raw| raw.get());
+    crate::console::tap::client_event(
+        conn.app.id(),
+        channel,
+        &event.event,
+        conn.socket_id,
+        raw_data,
+    );
     let except = Some(conn.socket_id);
     shard.publish_event(&conn.app, &[channel], &event.event, data, user_id, except);
 }

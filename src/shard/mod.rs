@@ -199,6 +199,11 @@ impl Shard {
     pub fn unregister(&self, conn: &Rc<Connection>) {
         self.connections.borrow_mut().remove(&conn.local_id());
         for subscription in conn.take_subscriptions() {
+            crate::console::tap::left_on_close(
+                conn.app.id(),
+                &subscription.channel,
+                conn.socket_id,
+            );
             self.leave_channel(conn, subscription);
         }
     }

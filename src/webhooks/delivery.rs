@@ -98,6 +98,7 @@ pub fn start(
         agent: ureq::AgentBuilder::new()
             .timeout(Duration::from_millis(settings.timeout_ms))
             .build(),
+        app_id: app.id.clone(),
         url: target.url.clone(),
         headers: target.headers.clone().into_iter().collect(),
         key: app.key.clone(),
@@ -122,6 +123,7 @@ pub fn start(
 /// The state of one receiver's thread.
 struct Delivery {
     agent: ureq::Agent,
+    app_id: String,
     url: String,
     headers: Vec<(String, String)>,
     key: String,
@@ -163,10 +165,12 @@ impl Delivery {
             match self.attempt(body, &signature) {
                 Ok(()) => {
                     self.stats.delivered.fetch_add(1, Ordering::Relaxed);
+                    crate::console::tap::webhook_sent(&self.app_id, &self.url, body);
                     break;
                 }
                 Err(reason) => {
                     self.stats.failed_attempts.fetch_add(1, Ordering::Relaxed);
+                    crate::console::tap::webhook_failed(&self.app_id, &self.url, body, &reason);
                     if started.elapsed() + pause > self.retry_for {
                         self.stats.dead_lettered.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(url = %self.url, %reason, body, "webhook dead-lettered after the retry period");
