@@ -40,7 +40,11 @@ async fn publish(shard: &Shard, app: &App, batch: &[ApiEvent]) -> Result<(), Api
                 429,
                 "Server busy: its fan-out queues are full, retry shortly",
             )
-        })
+        })?;
+    for (channels, name, data, _) in &events {
+        crate::console::tap::api_publish(app.id(), channels, name, data);
+    }
+    Ok(())
 }
 
 pub(super) async fn trigger(shard: &Shard, app: &App, body: &[u8]) -> Result<Response, ApiError> {
