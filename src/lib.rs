@@ -10,6 +10,7 @@ pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod connection;
+pub mod damping;
 pub mod http;
 pub mod metrics;
 pub mod protocol;

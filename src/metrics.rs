@@ -20,6 +20,8 @@ pub struct ShardMetrics {
     client_events_rejected: RefCell<BTreeMap<&'static str, u64>>,
     http_requests: RefCell<BTreeMap<(&'static str, u16), u64>>,
     send_queue_overflows: Cell<u64>,
+    refusals: RefCell<BTreeMap<(u16, &'static str), u64>>,
+    refusal_addresses_evicted: Cell<u64>,
     latency_buckets: RefCell<[u64; LATENCY_BUCKETS.len()]>,
     latency_count: Cell<u64>,
     latency_sum: Cell<f64>,
@@ -99,6 +101,21 @@ impl ShardMetrics {
             .set(self.send_queue_overflows.get() + 1);
     }
 
+    /// A client was refused after the upgrade with `code`, answered as `treatment` (`damping`).
+    pub fn refusal(&self, code: u16, treatment: &'static str) {
+        *self
+            .refusals
+            .borrow_mut()
+            .entry((code, treatment))
+            .or_default() += 1;
+    }
+
+    /// The refusal table was full and forgot an address.
+    pub fn refusal_address_evicted(&self) {
+        self.refusal_addresses_evicted
+            .set(self.refusal_addresses_evicted.get() + 1);
+    }
+
     /// A publish reached this shard's sockets `seconds` after it was made.
     pub fn publish_latency(&self, seconds: f64) {
         let mut buckets = self.latency_buckets.borrow_mut();
@@ -131,6 +148,13 @@ impl ShardMetrics {
                 .map(|((r, s), v)| ((r.to_string(), *s), *v))
                 .collect(),
             send_queue_overflows: self.send_queue_overflows.get(),
+            refusals: self
+                .refusals
+                .borrow()
+                .iter()
+                .map(|((c, t), v)| ((*c, t.to_string()), *v))
+                .collect(),
+            refusal_addresses_evicted: self.refusal_addresses_evicted.get(),
             latency_buckets: self.latency_buckets.borrow().to_vec(),
             latency_count: self.latency_count.get(),
             latency_sum: self.latency_sum.get(),
@@ -166,6 +190,10 @@ pub struct Snapshot {
     pub http_requests: BTreeMap<(String, u16), u64>,
     /// Send-queue overflows.
     pub send_queue_overflows: u64,
+    /// Refusals after the upgrade by (close code, damping treatment).
+    pub refusals: BTreeMap<(u16, String), u64>,
+    /// Addresses the refusal tables forgot because they were full.
+    pub refusal_addresses_evicted: u64,
     /// Cumulative histogram buckets of publish-to-write latency.
     pub latency_buckets: Vec<u64>,
     /// Observations in the histogram.
@@ -196,6 +224,10 @@ impl Snapshot {
             *self.http_requests.entry(key).or_default() += n;
         }
         self.send_queue_overflows += other.send_queue_overflows;
+        for (key, n) in other.refusals {
+            *self.refusals.entry(key).or_default() += n;
+        }
+        self.refusal_addresses_evicted += other.refusal_addresses_evicted;
         if self.latency_buckets.len() < other.latency_buckets.len() {
             self.latency_buckets.resize(other.latency_buckets.len(), 0);
         }
@@ -220,6 +252,34 @@ pub struct ProcessFacts {
 
 /// A per-app counter: metric name, help text, and how to read it.
 type AppCounterMetric = (&'static str, &'static str, fn(&AppCounters) -> u64);
+
+/// The damping counters: refusals after the upgrade and forgotten addresses.
+fn render_refusals(out: &mut String, snapshot: &Snapshot) {
+    metric(
+        out,
+        "warren_refusals_total",
+        "counter",
+        "Clients refused after the WebSocket upgrade, by close code and damping treatment \
+         (immediate, delayed, repeat, over_capacity).",
+    );
+    for ((code, treatment), n) in &snapshot.refusals {
+        let _ = writeln!(
+            out,
+            "warren_refusals_total{{code=\"{code}\",treatment=\"{treatment}\"}} {n}"
+        );
+    }
+    metric(
+        out,
+        "warren_refusal_addresses_evicted_total",
+        "counter",
+        "Addresses a full per-shard refusal table forgot (least recently refused first).",
+    );
+    let _ = writeln!(
+        out,
+        "warren_refusal_addresses_evicted_total {}",
+        snapshot.refusal_addresses_evicted
+    );
+}
 
 /// Renders the Prometheus text exposition format (version 0.0.4).
 pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
@@ -356,6 +416,7 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
         "warren_send_queue_overflows_total {}",
         snapshot.send_queue_overflows
     );
+    render_refusals(&mut out, snapshot);
     metric(
         &mut out,
         "warren_publish_to_write_seconds",

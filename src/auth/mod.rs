@@ -2,6 +2,7 @@
 //! constant time. Channel auth strings have the form `"<app key>:<lower-hex HMAC>"`; signed HTTP
 //! API requests are [`request`]'s.
 
+pub mod channel_data;
 pub mod request;
 
 use hmac::{Hmac, Mac};

@@ -61,19 +61,16 @@ async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>)
             "#server-to-user channels need user sign-in, which this server does not support yet",
         );
     }
+    let mut signed_channel_data = None;
     if kind.needs_auth() {
-        if let Err(error) = check_signature(&shard.app(conn.app.index), conn, channel, &request) {
-            return auth_error(conn, channel, &error);
+        match check_signature(&shard.app(conn.app.index), conn, channel, &request) {
+            Ok(signed) => signed_channel_data = signed,
+            Err(error) => return auth_error(conn, channel, &error),
         }
     }
     if kind == ChannelKind::Presence {
-        return join_presence(
-            shard,
-            conn,
-            channel,
-            request.channel_data.as_deref().unwrap_or(""),
-        )
-        .await;
+        let channel_data = signed_channel_data.unwrap_or_default();
+        return join_presence(shard, conn, channel, &channel_data).await;
     }
     conn.add_subscription(Subscription {
         channel: channel.into(),
@@ -84,28 +81,39 @@ async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>)
     conn.send_text(&outbound::subscription_succeeded(channel));
 }
 
+/// Checks the subscription's signature; for a presence channel, returns the `channel_data`
+/// document that was signed.
 fn check_signature(
     app: &crate::app::App,
     conn: &Connection,
     channel: &str,
     request: &Subscribe<'_>,
-) -> Result<(), String> {
+) -> Result<Option<String>, String> {
     let auth = request.auth.as_deref().unwrap_or("");
     if auth.is_empty() {
         return Err(format!("Missing auth for channel {channel}"));
     }
-    let channel_data = match ChannelKind::of(channel) {
-        ChannelKind::Presence => Some(
-            request
-                .channel_data
-                .as_deref()
-                .ok_or_else(|| format!("Missing channel_data for presence channel {channel}"))?,
-        ),
-        _ => None,
-    };
     let socket_id = conn.socket_id.to_string();
-    let signed = auth::channel_string_to_sign(&socket_id, channel, channel_data);
-    auth::verify_channel_auth(app.key(), app.secret(), &signed, auth).map_err(|e| e.0)
+    if ChannelKind::of(channel) == ChannelKind::Presence {
+        let channel_data = request
+            .channel_data
+            .as_ref()
+            .ok_or_else(|| format!("Missing channel_data for presence channel {channel}"))?;
+        return auth::channel_data::verify_presence_auth(
+            app.key(),
+            app.secret(),
+            &socket_id,
+            channel,
+            channel_data,
+            auth,
+        )
+        .map(Some)
+        .map_err(|e| e.0);
+    }
+    let signed = auth::channel_string_to_sign(&socket_id, channel, None);
+    auth::verify_channel_auth(app.key(), app.secret(), &signed, auth)
+        .map(|()| None)
+        .map_err(|e| e.0)
 }
 
 fn auth_error(conn: &Connection, channel: &str, message: &str) {
@@ -169,7 +177,7 @@ fn emit_client_event_webhook(
     }
     let data = match data {
         EventData::JsonString(literal) => serde_json::from_str::<String>(literal).ok(),
-        EventData::Text(text) => Some(text.to_string()),
+        EventData::Text(text) | EventData::Json(text) => Some(text.to_string()),
         EventData::Absent => None,
     };
     shard.emit_webhook(
@@ -275,12 +283,9 @@ async fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'
         }
     };
     let channel = &*subscription.channel;
-    let data = match event.data {
-        // A string is relayed exactly as sent; anything else is sent as its JSON text.
-        Some(raw) if raw.get().starts_with('"') => EventData::JsonString(raw.get()),
-        Some(raw) => EventData::Text(raw.get()),
-        None => EventData::Absent,
-    };
+    let data = event.data.map_or(EventData::Absent, |raw| {
+        outbound::relayed_client_data(raw.get(), conn.app.config.compat)
+    });
     let user_id = subscription.presence.as_ref().map(|p| p.user_id.as_str());
     emit_client_event_webhook(shard, conn, channel, &event.event, data, user_id);
     shard

@@ -95,7 +95,7 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
                 .map(|a| a.ip())
                 .unwrap_or(std::net::Ipv4Addr::UNSPECIFIED.into());
             let client_ip = head.client_ip(peer, &shard.config.server.trusted_proxies);
-            if let Some(app) = Box::pin(upgrade(&shard, &mut stream, head)).await {
+            if let Some(app) = Box::pin(upgrade(&shard, &mut stream, head, client_ip)).await {
                 glommio::spawn_local(session(shard, stream, app, body, client_ip)).detach();
             } else {
                 tracing::debug!(%client_ip, "WebSocket connection refused");
@@ -229,6 +229,7 @@ fn session(
         conn.send_text(&outbound::connection_established(
             conn.socket_id,
             shard.config.server.activity_timeout,
+            app.config.compat,
         ));
         let end = run_session(&shard, &conn, &mut stream, leftover).await;
         crate::metrics::with(|m| m.connection_closed(end.close_code()));
@@ -242,7 +243,12 @@ fn session(
 
 /// Answers the upgrade and admits the client; `None` when it was refused (and told so). Takes the
 /// request head by value so that it is freed before the session starts.
-async fn upgrade(shard: &Shard, stream: &mut TcpStream, head: RequestHead) -> Option<Arc<App>> {
+async fn upgrade(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    head: RequestHead,
+    client_ip: std::net::IpAddr,
+) -> Option<Arc<App>> {
     let answer = match handshake::accept_upgrade(&head) {
         Ok(answer) => answer,
         Err(error) => {
@@ -254,7 +260,7 @@ async fn upgrade(shard: &Shard, stream: &mut TcpStream, head: RequestHead) -> Op
     match admit(shard, &head) {
         Ok(app) => Some(app),
         Err((code, message)) => {
-            refuse(shard, stream, code, &message).await;
+            refuse(shard, stream, code, &message, client_ip).await;
             None
         }
     }
@@ -305,8 +311,23 @@ fn admit(
     Ok(app.clone())
 }
 
-/// Sends `pusher:error` and a close frame with the same code, then closes.
-async fn refuse(shard: &Shard, stream: &mut TcpStream, code: u16, message: &str) {
+/// After the damping delay (`damping`), sends `pusher:error` and a close frame with the same
+/// code, then closes; a repeat offender gets the close frame alone.
+async fn refuse(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    code: u16,
+    message: &str,
+    client_ip: std::net::IpAddr,
+) {
+    let damping = &shard.config.damping;
+    if !crate::damping::damp(damping, client_ip, code)
+        .await
+        .full_answer()
+    {
+        let _ = stream.write_all(&frame::close_frame(code, "")).await;
+        return;
+    }
     let mut bytes = frame::text_frame(&outbound::error(Some(code), message));
     bytes.extend(frame::close_frame(code, message));
     if stream.write_all(&bytes).await.is_ok() {
