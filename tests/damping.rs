@@ -12,7 +12,12 @@ use std::time::Duration;
 const UNKNOWN_KEY: &str = "/app/no-such-key?protocol=7&client=test&version=1";
 
 /// One shard, so that every refusal lands in the same table.
-fn damped(delay_ms: u64, repeat_after: u32, repeat_delay_ms: u64, max_held: usize) -> warren::config::Config {
+fn damped(
+    delay_ms: u64,
+    repeat_after: u32,
+    repeat_delay_ms: u64,
+    max_held: usize,
+) -> warren::config::Config {
     let mut config = common::config();
     config.server.shards = 1;
     config.damping.refusal_delay_ms = delay_ms;
@@ -50,7 +55,10 @@ fn a_refusal_is_held_on_the_open_socket_then_answered_in_full() {
     assert!(message.contains("no-such-key"), "{message}");
     let text = metrics(server.local_addr());
     assert_eq!(
-        counter(&text, r#"warren_refusals_total{code="4001",treatment="delayed"} "#),
+        counter(
+            &text,
+            r#"warren_refusals_total{code="4001",treatment="delayed"} "#
+        ),
         1,
         "{text}"
     );
@@ -87,7 +95,10 @@ fn beyond_max_held_a_refusal_is_answered_at_once() {
     over.expect_refusal(4001);
     let text = metrics(server.local_addr());
     assert_eq!(
-        counter(&text, r#"warren_refusals_total{code="4001",treatment="over_capacity"} "#),
+        counter(
+            &text,
+            r#"warren_refusals_total{code="4001",treatment="over_capacity"} "#
+        ),
         1,
         "{text}"
     );
@@ -115,7 +126,10 @@ fn damping_off_answers_at_once() {
     }
     let text = metrics(server.local_addr());
     assert_eq!(
-        counter(&text, r#"warren_refusals_total{code="4001",treatment="immediate"} "#),
+        counter(
+            &text,
+            r#"warren_refusals_total{code="4001",treatment="immediate"} "#
+        ),
         3,
         "{text}"
     );
