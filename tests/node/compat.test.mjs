@@ -56,7 +56,8 @@ test('pusher-js on the compat app: socket id, object client-event data, presence
   assert.match(a.connection.socket_id, /^\d+\.\d+$/);
   const channel = uniqueName('presence-compat');
   const [ca, cb] = [await subscribed(a, channel), await subscribed(b, channel)];
-  assert.equal(ca.members.count, 2);
+  assert.equal(cb.members.count, 2);
+  await waitFor(() => ca.members.count === 2, 5_000, "b in a's member list");
   const raw = recordMessages(b, 'client-note', channel);
   const notes = record(cb, 'client-note');
   ca.trigger('client-note', { text: 'hi', n: 1 });
