@@ -63,7 +63,7 @@ async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>)
     }
     let mut signed_channel_data = None;
     if kind.needs_auth() {
-        match check_signature(&shard.app(conn.app.index), conn, channel, &request) {
+        match check_signature(&shard.app(conn.app.index), conn, &request) {
             Ok(signed) => signed_channel_data = signed,
             Err(error) => return auth_error(conn, channel, &error),
         }
@@ -81,39 +81,15 @@ async fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>)
     conn.send_text(&outbound::subscription_succeeded(channel));
 }
 
-/// Checks the subscription's signature; for a presence channel, returns the `channel_data`
-/// document that was signed.
+/// Checks the subscription's signature (`auth::verify_subscription`); for a presence channel,
+/// returns the `channel_data` document that was signed.
 fn check_signature(
     app: &crate::app::App,
     conn: &Connection,
-    channel: &str,
     request: &Subscribe<'_>,
 ) -> Result<Option<String>, String> {
-    let auth = request.auth.as_deref().unwrap_or("");
-    if auth.is_empty() {
-        return Err(format!("Missing auth for channel {channel}"));
-    }
     let socket_id = conn.socket_id.to_string();
-    if ChannelKind::of(channel) == ChannelKind::Presence {
-        let channel_data = request
-            .channel_data
-            .as_ref()
-            .ok_or_else(|| format!("Missing channel_data for presence channel {channel}"))?;
-        return auth::channel_data::verify_presence_auth(
-            app.key(),
-            app.secret(),
-            &socket_id,
-            channel,
-            channel_data,
-            auth,
-        )
-        .map(Some)
-        .map_err(|e| e.0);
-    }
-    let signed = auth::channel_string_to_sign(&socket_id, channel, None);
-    auth::verify_channel_auth(app.key(), app.secret(), &signed, auth)
-        .map(|()| None)
-        .map_err(|e| e.0)
+    auth::verify_subscription(app.key(), app.secret(), &socket_id, request).map_err(|e| e.0)
 }
 
 fn auth_error(conn: &Connection, channel: &str, message: &str) {
