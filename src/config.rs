@@ -40,6 +40,9 @@ pub struct Config {
     /// The debug console (off unless enabled, with an admin token).
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// How clients refused after the WebSocket upgrade are slowed down (`damping`).
+    #[serde(default)]
+    pub damping: DampingConfig,
 }
 
 /// The debug console: a page and an event stream on their own address, behind an admin token.
@@ -80,6 +83,42 @@ impl ConsoleConfig {
             ));
         }
         Ok(())
+    }
+}
+
+/// Damping of refusals after the upgrade (4001, 4003, 4004, 4005, 4007): clients such as
+/// webman's `push.js` reconnect at once whatever the close code, so the close is held back.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DampingConfig {
+    /// Milliseconds a refused client waits on its open socket before the close; 0 turns damping
+    /// off (the close is sent at once, as before).
+    pub refusal_delay_ms: u64,
+    /// Refusals of one address within `window_secs` from which on it is answered the cheap way:
+    /// no `pusher:error` frame, no close handshake, and `repeat_delay_ms` instead.
+    pub repeat_after: u32,
+    /// Milliseconds a repeated refusal is held before the close.
+    pub repeat_delay_ms: u64,
+    /// Seconds over which refusals of one address are counted.
+    pub window_secs: u64,
+    /// Addresses remembered per shard; when full, the least recently refused one is forgotten
+    /// (counted in `warren_refusal_addresses_evicted_total`).
+    pub table_size: usize,
+    /// Refused sockets held open at once per shard; beyond it a refusal is closed at once
+    /// (counted as `treatment="over_capacity"`).
+    pub max_held: usize,
+}
+
+impl Default for DampingConfig {
+    fn default() -> Self {
+        DampingConfig {
+            refusal_delay_ms: 2_000,
+            repeat_after: 3,
+            repeat_delay_ms: 10_000,
+            window_secs: 60,
+            table_size: 4096,
+            max_held: 1024,
+        }
     }
 }
 
@@ -441,6 +480,24 @@ pub struct AppConfig {
     /// Most bytes of kept cache-channel events on this node; the oldest go first.
     #[serde(default = "default_cache_bytes")]
     pub max_cache_bytes: usize,
+    /// Whose message shapes this app's clients expect (`"pusher"`, the default, or
+    /// `"workbunny"`); see `docs/migrating.md`.
+    #[serde(default)]
+    pub compat: Compat,
+}
+
+/// The message shapes an app's clients are sent.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compat {
+    /// Pusher Channels: `data` is a JSON-encoded string (pusher-js, Laravel Echo, webman's and
+    /// workbunny 2.x's `push.js`).
+    #[default]
+    Pusher,
+    /// workbunny/webman-push-server 3.x: `pusher:connection_established` data is a JSON object
+    /// and a client event's object `data` is relayed as an object (its `push.js` does not parse
+    /// them). pusher-js and Laravel Echo accept these shapes too.
+    Workbunny,
 }
 
 /// Highest `max_channel_name_length` accepted. Names over 200 bytes are refused by the server
@@ -609,6 +666,7 @@ impl Config {
         self.server.validate()?;
         self.webhooks.validate()?;
         self.console.validate()?;
+        self.damping.validate()?;
         if let Some(cluster) = &self.cluster {
             cluster.validate()?;
         }
@@ -648,6 +706,26 @@ impl Config {
     /// Whether any app still uses the published default secret.
     pub fn uses_default_secret(&self) -> bool {
         self.apps.iter().any(|a| a.secret == DEFAULT_SECRET)
+    }
+}
+
+impl DampingConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let positive = [
+            ("repeat_after", self.repeat_after as u64),
+            ("window_secs", self.window_secs),
+            ("table_size", self.table_size as u64),
+            ("max_held", self.max_held as u64),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                return Err(ConfigError::new(
+                    format!("damping.{name}"),
+                    "must be greater than 0",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1269,6 +1347,27 @@ secret = "s""#,
             Config::from_toml_str(&bad).unwrap_err().key,
             "webhooks.max_batch_size"
         );
+    }
+
+    #[test]
+    fn compat_defaults_to_pusher_and_names_bad_values() {
+        let base = "[[apps]]\nid = 1\nkey = \"k\"\nsecret = \"s\"\n";
+        let config = Config::from_toml_str(base).unwrap();
+        assert_eq!(config.apps[0].compat, Compat::Pusher);
+        let config = Config::from_toml_str(&format!("{base}compat = \"workbunny\"\n")).unwrap();
+        assert_eq!(config.apps[0].compat, Compat::Workbunny);
+        let error = Config::from_toml_str(&format!("{base}compat = \"soketi\"\n")).unwrap_err();
+        assert!(error.to_string().contains("compat"), "{error}");
+    }
+
+    #[test]
+    fn damping_is_on_by_default_and_checked() {
+        let base = "[[apps]]\nid = 1\nkey = \"k\"\nsecret = \"s\"\n";
+        let config = Config::from_toml_str(base).unwrap();
+        assert_eq!(config.damping.refusal_delay_ms, 2_000);
+        let error =
+            Config::from_toml_str(&format!("{base}[damping]\ntable_size = 0\n")).unwrap_err();
+        assert!(error.to_string().contains("damping.table_size"), "{error}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod channels;
 pub mod cluster;
 pub mod config;
 pub mod console;
+pub mod damping;
 pub mod deadline;
 pub mod http;
 pub mod metrics;

@@ -22,6 +22,8 @@ pub struct ShardMetrics {
     send_queue_overflows: Cell<u64>,
     runtime_events: RefCell<BTreeMap<&'static str, u64>>,
     cache_evictions: Cell<u64>,
+    refusals: RefCell<BTreeMap<(u16, &'static str), u64>>,
+    refusal_addresses_evicted: Cell<u64>,
     latency_buckets: RefCell<[u64; LATENCY_BUCKETS.len()]>,
     latency_count: Cell<u64>,
     latency_sum: Cell<f64>,
@@ -123,6 +125,21 @@ impl ShardMetrics {
             .set(self.cache_evictions.get() + n as u64);
     }
 
+    /// A client was refused after the upgrade with `code`, answered as `treatment` (`damping`).
+    pub fn refusal(&self, code: u16, treatment: &'static str) {
+        *self
+            .refusals
+            .borrow_mut()
+            .entry((code, treatment))
+            .or_default() += 1;
+    }
+
+    /// The refusal table was full and forgot an address.
+    pub fn refusal_address_evicted(&self) {
+        self.refusal_addresses_evicted
+            .set(self.refusal_addresses_evicted.get() + 1);
+    }
+
     /// A publish reached this shard's sockets `seconds` after it was made.
     pub fn publish_latency(&self, seconds: f64) {
         let mut buckets = self.latency_buckets.borrow_mut();
@@ -162,6 +179,13 @@ impl ShardMetrics {
                 .map(|(k, v)| (k.to_string(), *v))
                 .collect(),
             cache_evictions: self.cache_evictions.get(),
+            refusals: self
+                .refusals
+                .borrow()
+                .iter()
+                .map(|((c, t), v)| ((*c, t.to_string()), *v))
+                .collect(),
+            refusal_addresses_evicted: self.refusal_addresses_evicted.get(),
             latency_buckets: self.latency_buckets.borrow().to_vec(),
             latency_count: self.latency_count.get(),
             latency_sum: self.latency_sum.get(),
@@ -201,6 +225,10 @@ pub struct Snapshot {
     pub runtime_events: BTreeMap<String, u64>,
     /// Cache-channel entries evicted at the cache's bounds.
     pub cache_evictions: u64,
+    /// Refusals after the upgrade by (close code, damping treatment).
+    pub refusals: BTreeMap<(u16, String), u64>,
+    /// Addresses the refusal tables forgot because they were full.
+    pub refusal_addresses_evicted: u64,
     /// Cumulative histogram buckets of publish-to-write latency.
     pub latency_buckets: Vec<u64>,
     /// Observations in the histogram.
@@ -235,6 +263,10 @@ impl Snapshot {
             *self.runtime_events.entry(event).or_default() += n;
         }
         self.cache_evictions += other.cache_evictions;
+        for (key, n) in other.refusals {
+            *self.refusals.entry(key).or_default() += n;
+        }
+        self.refusal_addresses_evicted += other.refusal_addresses_evicted;
         if self.latency_buckets.len() < other.latency_buckets.len() {
             self.latency_buckets.resize(other.latency_buckets.len(), 0);
         }
@@ -305,6 +337,34 @@ pub struct ClusterFacts {
 
 /// A per-app counter: metric name, help text, and how to read it.
 type AppCounterMetric = (&'static str, &'static str, fn(&AppCounters) -> u64);
+
+/// The damping counters: refusals after the upgrade and forgotten addresses.
+fn render_refusals(out: &mut String, snapshot: &Snapshot) {
+    metric(
+        out,
+        "warren_refusals_total",
+        "counter",
+        "Clients refused after the WebSocket upgrade, by close code and damping treatment \
+         (immediate, delayed, repeat, over_capacity).",
+    );
+    for ((code, treatment), n) in &snapshot.refusals {
+        let _ = writeln!(
+            out,
+            "warren_refusals_total{{code=\"{code}\",treatment=\"{treatment}\"}} {n}"
+        );
+    }
+    metric(
+        out,
+        "warren_refusal_addresses_evicted_total",
+        "counter",
+        "Addresses a full per-shard refusal table forgot (least recently refused first).",
+    );
+    let _ = writeln!(
+        out,
+        "warren_refusal_addresses_evicted_total {}",
+        snapshot.refusal_addresses_evicted
+    );
+}
 
 /// Renders the Prometheus text exposition format (version 0.0.4).
 pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
@@ -441,6 +501,7 @@ pub fn render(snapshot: &Snapshot, facts: &ProcessFacts) -> String {
         "warren_send_queue_overflows_total {}",
         snapshot.send_queue_overflows
     );
+    render_refusals(&mut out, snapshot);
     metric(
         &mut out,
         "warren_runtime_events_total",

@@ -105,7 +105,9 @@ fn check_client_message(text: &str) -> Result<(), TestCaseError> {
                 other => other.clone(),
             };
             prop_assert_eq!(data["channel"].as_str(), Some(subscribe.channel.as_ref()));
-            if let Some(channel_data) = subscribe.channel_data.as_deref() {
+            if let Some(warren::protocol::inbound::ChannelData::Signed(channel_data)) =
+                &subscribe.channel_data
+            {
                 check_channel_data(channel_data)?;
             }
         }

@@ -2,9 +2,12 @@
 //! constant time. Channel auth strings have the form `"<app key>:<lower-hex HMAC>"`; signed HTTP
 //! API requests are [`request`]'s; user sign-ins (`socket_id::user::user_data`) are [`signin`]'s.
 
+pub mod channel_data;
 pub mod request;
 pub mod signin;
 
+use crate::protocol::inbound::Subscribe;
+use crate::protocol::names::ChannelKind;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
@@ -74,9 +77,43 @@ pub fn verify_channel_auth(
     Ok(())
 }
 
+/// Checks the signature of a private or presence subscription made by `socket_id`; for a
+/// presence channel, returns the `channel_data` document that was signed (`channel_data`).
+pub fn verify_subscription(
+    app_key: &str,
+    secret: &str,
+    socket_id: &str,
+    request: &Subscribe<'_>,
+) -> Result<Option<String>, AuthError> {
+    let channel = request.channel.as_ref();
+    let auth = request.auth.as_deref().unwrap_or("");
+    if auth.is_empty() {
+        return Err(AuthError(format!("Missing auth for channel {channel}")));
+    }
+    if ChannelKind::of(channel) == ChannelKind::Presence {
+        let channel_data = request.channel_data.as_ref().ok_or_else(|| {
+            AuthError(format!(
+                "Missing channel_data for presence channel {channel}"
+            ))
+        })?;
+        return channel_data::verify_presence_auth(
+            app_key,
+            secret,
+            socket_id,
+            channel,
+            channel_data,
+            auth,
+        )
+        .map(Some);
+    }
+    let signed = channel_string_to_sign(socket_id, channel, None);
+    verify_channel_auth(app_key, secret, &signed, auth).map(|()| None)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::inbound::ChannelData;
 
     // Test vectors from PROTOCOL.md §4.2 (key 278d425bdf160c739803, secret 7ad3773142a6692b25b8).
     const KEY: &str = "278d425bdf160c739803";
@@ -122,5 +159,40 @@ mod tests {
         assert!(verify_channel_auth(KEY, SECRET, &s, &format!("{KEY}:{}", &good[..10])).is_err());
         let other = channel_string_to_sign("1234.1235", "private-foobar", None);
         assert!(verify_channel_auth(KEY, SECRET, &other, &format!("{KEY}:{good}")).is_err());
+    }
+
+    #[test]
+    fn subscriptions_are_checked_by_channel_kind() {
+        let subscribe =
+            |channel: &'static str, auth: Option<String>, data: Option<&'static str>| Subscribe {
+                channel: channel.into(),
+                auth: auth.map(Into::into),
+                channel_data: data.map(|d| ChannelData::Signed(d.into())),
+            };
+        let private = channel_string_to_sign("1234.1234", "private-foobar", None);
+        let good = format!("{KEY}:{}", sign(SECRET, &private));
+        let request = subscribe("private-foobar", Some(good), None);
+        assert_eq!(
+            verify_subscription(KEY, SECRET, "1234.1234", &request),
+            Ok(None)
+        );
+        let missing = subscribe("private-foobar", None, None);
+        assert!(verify_subscription(KEY, SECRET, "1234.1234", &missing)
+            .unwrap_err()
+            .0
+            .contains("Missing auth"));
+        let data = r#"{"user_id":10}"#;
+        let presence = channel_string_to_sign("1234.1234", "presence-foobar", Some(data));
+        let auth = format!("{KEY}:{}", sign(SECRET, &presence));
+        let no_data = subscribe("presence-foobar", Some(auth.clone()), None);
+        assert!(verify_subscription(KEY, SECRET, "1234.1234", &no_data)
+            .unwrap_err()
+            .0
+            .contains("Missing channel_data"));
+        let request = subscribe("presence-foobar", Some(auth), Some(data));
+        assert_eq!(
+            verify_subscription(KEY, SECRET, "1234.1234", &request),
+            Ok(Some(data.to_string()))
+        );
     }
 }

@@ -12,6 +12,8 @@ pub enum WireData {
     Text(String),
     /// A JSON string literal, relayed as is.
     JsonString(String),
+    /// Any other JSON value, relayed as is (`compat = "workbunny"` client events).
+    Json(String),
     /// No data.
     Absent,
 }

@@ -31,17 +31,50 @@ pub enum ClientMessage<'a> {
 }
 
 /// The body of `pusher:subscribe`.
-#[derive(Debug, PartialEq, Deserialize)]
+#[derive(Debug, PartialEq)]
 pub struct Subscribe<'a> {
     /// Channel to join.
-    #[serde(borrow)]
     pub channel: Cow<'a, str>,
     /// `"<key>:<hex signature>"`; empty or absent for public channels.
-    #[serde(borrow, default)]
     pub auth: Option<Cow<'a, str>>,
-    /// Presence member data, exactly as signed: a JSON document inside a JSON string.
+    /// Presence member data.
+    pub channel_data: Option<ChannelData<'a>>,
+}
+
+/// Presence `channel_data` as the client sent it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChannelData<'a> {
+    /// A string: a JSON document inside a JSON string, exactly as signed (Pusher's form).
+    Signed(Cow<'a, str>),
+    /// A JSON object, as workbunny's sample auth route answers (its `push.js` copies the answer
+    /// into the subscribe): the raw JSON text as received. What was signed is one of its
+    /// encodings (`auth::channel_data`).
+    Object(Cow<'a, str>),
+}
+
+impl Subscribe<'_> {
+    fn into_owned(self) -> Subscribe<'static> {
+        let owned = |c: Cow<'_, str>| Cow::Owned(c.into_owned());
+        Subscribe {
+            channel: owned(self.channel),
+            auth: self.auth.map(owned),
+            channel_data: self.channel_data.map(|d| match d {
+                ChannelData::Signed(text) => ChannelData::Signed(owned(text)),
+                ChannelData::Object(json) => ChannelData::Object(owned(json)),
+            }),
+        }
+    }
+}
+
+/// `pusher:subscribe` data as decoded, before `channel_data` is told apart.
+#[derive(Deserialize)]
+struct SubscribeWire<'a> {
+    #[serde(borrow)]
+    channel: Cow<'a, str>,
     #[serde(borrow, default)]
-    pub channel_data: Option<Cow<'a, str>>,
+    auth: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    channel_data: Option<&'a RawValue>,
 }
 
 /// The body of `pusher:signin` (PROTOCOL.md §2.9): `{"auth":"<key>:<hex>","user_data":"…"}`.
@@ -101,7 +134,7 @@ pub fn decode(text: &str) -> Result<ClientMessage<'_>, DecodeError> {
     Ok(match envelope.event.as_ref() {
         "pusher:ping" => ClientMessage::Ping,
         "pusher:pong" => ClientMessage::Pong,
-        "pusher:subscribe" => ClientMessage::Subscribe(decode_data(data, "pusher:subscribe")?),
+        "pusher:subscribe" => ClientMessage::Subscribe(decode_subscribe(data)?),
         "pusher:unsubscribe" => {
             let body: ChannelOnly<'_> = decode_data(data, "pusher:unsubscribe")?;
             ClientMessage::Unsubscribe {
@@ -137,6 +170,46 @@ fn decode_data<'a, T: Deserialize<'a>>(
     serde_json::from_str(raw.get()).map_err(bad)
 }
 
+/// Decodes the `data` of `pusher:subscribe` (an object, or a string holding one); `channel_data`
+/// in it may be a string or an object.
+fn decode_subscribe(data: Option<&RawValue>) -> Result<Subscribe<'_>, DecodeError> {
+    let bad = |e: serde_json::Error| DecodeError(format!("Invalid data for pusher:subscribe: {e}"));
+    let raw = data.ok_or_else(|| DecodeError("Missing data for pusher:subscribe".into()))?;
+    if raw.get().starts_with('"') {
+        let inner: String = serde_json::from_str(raw.get()).map_err(bad)?;
+        let wire: SubscribeWire<'_> = serde_json::from_str(&inner).map_err(bad)?;
+        return Ok(subscribe_from(wire)?.into_owned());
+    }
+    subscribe_from(serde_json::from_str(raw.get()).map_err(bad)?)
+}
+
+fn subscribe_from(wire: SubscribeWire<'_>) -> Result<Subscribe<'_>, DecodeError> {
+    let channel_data =
+        match wire.channel_data.map(RawValue::get) {
+            None | Some("null") => None,
+            Some(text) if text.starts_with('"') => Some(ChannelData::Signed(
+                match serde_json::from_str::<&str>(text) {
+                    Ok(unescaped) => Cow::Borrowed(unescaped),
+                    Err(_) => Cow::Owned(serde_json::from_str::<String>(text).map_err(|e| {
+                        DecodeError(format!("Invalid data for pusher:subscribe: {e}"))
+                    })?),
+                },
+            )),
+            Some(text) if text.starts_with('{') => Some(ChannelData::Object(Cow::Borrowed(text))),
+            Some(_) => {
+                return Err(DecodeError(
+                    "Invalid data for pusher:subscribe: channel_data must be a string or an object"
+                        .into(),
+                ))
+            }
+        };
+    Ok(Subscribe {
+        channel: wire.channel,
+        auth: wire.auth,
+        channel_data,
+    })
+}
+
 /// Presence member data parsed from `channel_data`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PresenceMember {
@@ -154,7 +227,7 @@ pub struct PresenceMember {
 }
 
 #[derive(Deserialize)]
-struct ChannelData<'a> {
+struct MemberFields<'a> {
     #[serde(borrow, default)]
     user_id: Option<&'a RawValue>,
     #[serde(borrow, default)]
@@ -167,7 +240,7 @@ pub const MAX_USER_ID_LENGTH: usize = 128;
 /// Parses presence `channel_data`: a JSON object with a string or integer `user_id` and an
 /// optional `user_info`.
 pub fn parse_channel_data(channel_data: &str) -> Result<PresenceMember, DecodeError> {
-    let parsed: ChannelData<'_> = serde_json::from_str(channel_data)
+    let parsed: MemberFields<'_> = serde_json::from_str(channel_data)
         .map_err(|e| DecodeError(format!("Invalid channel_data: {e}")))?;
     let raw_id = parsed
         .user_id
@@ -224,8 +297,10 @@ mod tests {
             panic!()
         };
         assert_eq!(
-            s.channel_data.as_deref(),
-            Some(r#"{"user_id":10,  "user_info":{"name":"Mr. Channels"}}"#)
+            s.channel_data,
+            Some(ChannelData::Signed(
+                r#"{"user_id":10,  "user_info":{"name":"Mr. Channels"}}"#.into()
+            ))
         );
     }
 
@@ -258,6 +333,27 @@ mod tests {
         ] {
             assert!(decode(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn channel_data_may_be_an_object_kept_as_raw_json() {
+        let object = r#"{"event":"pusher:subscribe","data":{"channel":"presence-a","auth":"k:s","channel_data":{"user_id":1,"user_info":{"name":"\u00e9"}}}}"#;
+        let string = r#"{"event":"pusher:subscribe","data":"{\"channel\":\"presence-a\",\"auth\":\"k:s\",\"channel_data\":{\"user_id\":1,\"user_info\":{\"name\":\"\\u00e9\"}}}"}"#;
+        for text in [object, string] {
+            let ClientMessage::Subscribe(s) = decode(text).unwrap() else {
+                panic!("{text}")
+            };
+            assert_eq!(
+                s.channel_data,
+                Some(ChannelData::Object(
+                    r#"{"user_id":1,"user_info":{"name":"\u00e9"}}"#.into()
+                )),
+                "{text}"
+            );
+        }
+        let number =
+            r#"{"event":"pusher:subscribe","data":{"channel":"presence-a","channel_data":5}}"#;
+        assert!(decode(number).is_err());
     }
 
     #[test]

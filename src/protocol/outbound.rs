@@ -1,8 +1,15 @@
 //! Encoding of server → client messages with the exact shapes PROTOCOL.md §1.4 and §2 give:
 //! `data` is a JSON-encoded string everywhere except in `pusher:error` (an object).
 //!
+//! An app with `compat = "workbunny"` gets the shapes of workbunny/webman-push-server 3.x in two
+//! places, the only ones its `push.js` reads without `JSON.parse`: the
+//! `pusher:connection_established` data and a client event's object data are sent as JSON
+//! objects. pusher-js (and so Laravel Echo) parses `data` only when it is a string, so it takes
+//! both shapes.
+//!
 //! Each function returns the JSON text of one message; the WebSocket framing is `ws::frame`'s.
 
+use crate::config::Compat;
 use crate::protocol::SocketId;
 
 /// Appends `text` as a JSON string literal (quoted and escaped).
@@ -17,13 +24,32 @@ fn json_string(text: &str) -> String {
     out
 }
 
-/// `pusher:connection_established` with the socket id and activity timeout (seconds).
-pub fn connection_established(socket_id: SocketId, activity_timeout: u64) -> String {
+/// `pusher:connection_established` with the socket id and activity timeout (seconds); its
+/// `data` is a JSON-encoded string (Pusher) or, for [`Compat::Workbunny`], the object itself.
+pub fn connection_established(
+    socket_id: SocketId,
+    activity_timeout: u64,
+    compat: Compat,
+) -> String {
     let inner = format!(r#"{{"socket_id":"{socket_id}","activity_timeout":{activity_timeout}}}"#);
-    format!(
-        r#"{{"event":"pusher:connection_established","data":{}}}"#,
-        json_string(&inner)
-    )
+    let data = match compat {
+        Compat::Pusher => json_string(&inner),
+        Compat::Workbunny => inner,
+    };
+    format!(r#"{{"event":"pusher:connection_established","data":{data}}}"#)
+}
+
+/// How a client event's `data` (the raw JSON the client sent) is relayed: a string exactly as
+/// sent; anything else as its JSON text inside a string (Pusher) or, for
+/// [`Compat::Workbunny`], as it is.
+pub fn relayed_client_data(raw_json: &str, compat: Compat) -> EventData<'_> {
+    if raw_json.starts_with('"') {
+        return EventData::JsonString(raw_json);
+    }
+    match compat {
+        Compat::Pusher => EventData::Text(raw_json),
+        Compat::Workbunny => EventData::Json(raw_json),
+    }
 }
 
 /// `pusher:error` with an object `data`; `code` is `null` for non-fatal protocol errors.
@@ -125,6 +151,9 @@ pub enum EventData<'a> {
     Text(&'a str),
     /// A JSON string literal already quoted and escaped (a client's string `data`, relayed as is).
     JsonString(&'a str),
+    /// Any other JSON value, relayed as is (a client's object `data` under
+    /// [`Compat::Workbunny`]).
+    Json(&'a str),
     /// No `data` member.
     Absent,
 }
@@ -146,7 +175,7 @@ pub fn channel_event(
             out.push_str(r#","data":"#);
             push_json_string(&mut out, text);
         }
-        EventData::JsonString(literal) => {
+        EventData::JsonString(literal) | EventData::Json(literal) => {
             out.push_str(r#","data":"#);
             out.push_str(literal);
         }
@@ -262,11 +291,38 @@ mod tests {
         let msg = parse(&connection_established(
             SocketId::parse("123.456").unwrap(),
             120,
+            Compat::Pusher,
         ));
         assert_eq!(msg["event"], "pusher:connection_established");
         let data = parse(msg["data"].as_str().unwrap());
         assert_eq!(data["socket_id"], "123.456");
         assert_eq!(data["activity_timeout"], 120);
+    }
+
+    #[test]
+    fn workbunny_connection_established_data_is_an_object() {
+        let socket_id = SocketId::parse("123.456").unwrap();
+        let msg = parse(&connection_established(socket_id, 120, Compat::Workbunny));
+        assert_eq!(msg["data"]["socket_id"], "123.456");
+        assert_eq!(msg["data"]["activity_timeout"], 120);
+    }
+
+    #[test]
+    fn client_data_is_relayed_in_the_apps_shape() {
+        let relay = |raw, compat| {
+            parse(&channel_event(
+                "client-e",
+                "private-c",
+                relayed_client_data(raw, compat),
+                None,
+            ))
+        };
+        assert_eq!(relay(r#"{"a":1}"#, Compat::Pusher)["data"], r#"{"a":1}"#);
+        assert_eq!(relay(r#"{"a":1}"#, Compat::Workbunny)["data"]["a"], 1);
+        assert_eq!(relay(r#"[1,2]"#, Compat::Workbunny)["data"][1], 2);
+        for compat in [Compat::Pusher, Compat::Workbunny] {
+            assert_eq!(relay(r#""hi""#, compat)["data"], "hi");
+        }
     }
 
     #[test]

@@ -71,9 +71,9 @@ fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>) {
         return conn.send_error(None, &format!("Existing subscription to channel {channel}"));
     }
     match check_subscription(shard, &app, conn, channel, &request) {
-        Ok(ChannelKind::Presence) => {
-            let channel_data = request.channel_data.as_deref().unwrap_or("");
-            if let Err(refusal) = join_presence(shard, &app, conn, channel, channel_data) {
+        Ok((ChannelKind::Presence, signed_channel_data)) => {
+            let channel_data = signed_channel_data.unwrap_or_default();
+            if let Err(refusal) = join_presence(shard, &app, conn, channel, &channel_data) {
                 refusal.send(conn, channel);
             }
         }
@@ -92,14 +92,15 @@ fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>) {
 }
 
 /// Checks a subscribe request's channel name, the connection's channel limit and the
-/// signature; returns the channel's kind.
+/// signature; returns the channel's kind and, for a presence channel, the `channel_data`
+/// document that was signed (`auth::verify_subscription`).
 fn check_subscription(
     shard: &Shard,
     app: &App,
     conn: &Connection,
     channel: &str,
     request: &Subscribe<'_>,
-) -> Result<ChannelKind, SubscriptionRefusal> {
+) -> Result<(ChannelKind, Option<String>), SubscriptionRefusal> {
     let max_length = app.config.max_channel_name_length;
     let kind = names::validate_channel_name(channel, max_length).map_err(|invalid| {
         SubscriptionRefusal::InvalidChannel(invalid.message(channel, max_length))
@@ -115,36 +116,13 @@ fn check_subscription(
             "#server-to-user channels need user sign-in, which this server does not support yet";
         return Err(SubscriptionRefusal::Auth(message.into()));
     }
-    if kind.needs_auth() {
-        check_signature(app, conn, channel, request)?;
+    if !kind.needs_auth() {
+        return Ok((kind, None));
     }
-    Ok(kind)
-}
-
-fn check_signature(
-    app: &App,
-    conn: &Connection,
-    channel: &str,
-    request: &Subscribe<'_>,
-) -> Result<(), SubscriptionRefusal> {
-    let auth = request.auth.as_deref().unwrap_or("");
-    if auth.is_empty() {
-        return Err(SubscriptionRefusal::Auth(format!(
-            "Missing auth for channel {channel}"
-        )));
-    }
-    let channel_data = match ChannelKind::of(channel) {
-        ChannelKind::Presence => Some(request.channel_data.as_deref().ok_or_else(|| {
-            SubscriptionRefusal::Auth(format!(
-                "Missing channel_data for presence channel {channel}"
-            ))
-        })?),
-        _ => None,
-    };
     let socket_id = conn.socket_id.to_string();
-    let signed = auth::channel_string_to_sign(&socket_id, channel, channel_data);
-    auth::verify_channel_auth(app.key(), app.secret(), &signed, auth)
-        .map_err(|e| SubscriptionRefusal::Auth(e.0))
+    let signed = auth::verify_subscription(app.key(), app.secret(), &socket_id, request)
+        .map_err(|e| SubscriptionRefusal::Auth(e.0))?;
+    Ok((kind, signed))
 }
 
 /// Starts a presence join (the answer comes back from the channel's home shard).
@@ -209,7 +187,7 @@ fn emit_client_event_webhook(
     }
     let data = match data {
         EventData::JsonString(literal) => serde_json::from_str::<String>(literal).ok(),
-        EventData::Text(text) => Some(text.to_string()),
+        EventData::Text(text) | EventData::Json(text) => Some(text.to_string()),
         EventData::Absent => None,
     };
     shard.emit_webhook(
@@ -317,12 +295,9 @@ fn client_event(shard: &Shard, conn: &Rc<Connection>, event: ClientEvent<'_>) {
         }
     };
     let channel = &*subscription.channel;
-    let data = match event.data {
-        // A string is relayed exactly as sent; anything else is sent as its JSON text.
-        Some(raw) if raw.get().starts_with('"') => EventData::JsonString(raw.get()),
-        Some(raw) => EventData::Text(raw.get()),
-        None => EventData::Absent,
-    };
+    let data = event.data.map_or(EventData::Absent, |raw| {
+        outbound::relayed_client_data(raw.get(), conn.app.config.compat)
+    });
     let user_id = subscription.presence.as_ref().map(|p| p.user_id.as_str());
     emit_client_event_webhook(shard, conn, channel, &event.event, data, user_id);
     let raw_data = event.data.map_or("", |raw| raw.get());

@@ -91,6 +91,7 @@ pub(super) fn session(
         conn.send_text(&outbound::connection_established(
             conn.socket_id,
             shard.config.server.activity_timeout,
+            app.config.compat,
         ));
         let end = run_session(&shard, &conn, &mut stream, leftover).await;
         crate::metrics::with(|m| m.connection_closed(end.close_code()));
@@ -108,6 +109,7 @@ pub(super) async fn upgrade(
     shard: &Shard,
     stream: &mut TcpStream,
     head: RequestHead,
+    client_ip: std::net::IpAddr,
 ) -> Option<Arc<App>> {
     let answer = match handshake::accept_upgrade(&head) {
         Ok(answer) => answer,
@@ -120,15 +122,29 @@ pub(super) async fn upgrade(
     match admit::admit(shard, &head) {
         Ok(app) => Some(app),
         Err(refusal) => {
-            refuse(shard, stream, &refusal).await;
+            refuse(shard, stream, &refusal, client_ip).await;
             None
         }
     }
 }
 
-/// Sends `pusher:error` and a close frame with the same code, then closes.
-async fn refuse(shard: &Shard, stream: &mut TcpStream, refusal: &Refusal) {
+/// After the damping delay (`damping`), sends `pusher:error` and a close frame with the same
+/// code, then closes; a repeat offender gets the close frame alone.
+async fn refuse(
+    shard: &Shard,
+    stream: &mut TcpStream,
+    refusal: &Refusal,
+    client_ip: std::net::IpAddr,
+) {
     let (code, message) = (refusal.code, refusal.message.as_str());
+    let damping = &shard.config.damping;
+    if !crate::damping::damp(damping, client_ip, code)
+        .await
+        .full_answer()
+    {
+        let _ = stream.write_all(&frame::close_frame(code, "")).await;
+        return;
+    }
     let mut bytes = frame::text_frame(&outbound::error(Some(code), message));
     bytes.extend(frame::close_frame(code, message));
     if stream.write_all(&bytes).await.is_ok() {

@@ -42,6 +42,7 @@ impl From<EventData<'_>> for WireData {
         match data {
             EventData::Text(text) => WireData::Text(text.to_string()),
             EventData::JsonString(literal) => WireData::JsonString(literal.to_string()),
+            EventData::Json(json) => WireData::Json(json.to_string()),
             EventData::Absent => WireData::Absent,
         }
     }
@@ -51,6 +52,7 @@ fn event_data(data: &WireData) -> EventData<'_> {
     match data {
         WireData::Text(text) => EventData::Text(text),
         WireData::JsonString(literal) => EventData::JsonString(literal),
+        WireData::Json(json) => EventData::Json(json),
         WireData::Absent => EventData::Absent,
     }
 }

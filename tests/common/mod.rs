@@ -46,6 +46,8 @@ pub fn config() -> Config {
     config.server.port = 0;
     config.server.shards = SHARDS;
     config.server.shutdown_grace = 1;
+    // Refusals are answered at once here; tests/damping.rs turns damping on.
+    config.damping.refusal_delay_ms = 0;
     config
 }
 

@@ -152,14 +152,16 @@ export function freePort() {
 /**
  * Start the warren binary on a free port and wait until GET /health is 200.
  * `config` is optional TOML text, written to a temp file and passed as --config.
- * `shards` (default 2) is passed as --shards.
+ * `shards` (default 2) is passed as --shards. `env` adds environment variables; refusals are
+ * answered at once (damping off, `WARREN_DAMPING__REFUSAL_DELAY_MS=0`) unless `env` says
+ * otherwise, so that tests of refusals need not wait.
  * Returns { port, pid, log(), printLog(reason), stop(), kill9(), running(), exitInfo() }.
  */
-export async function startServer({ config, shards = 2 } = {}) {
+export async function startServer({ config, shards = 2, env = {}, port: wantedPort } = {}) {
   await access(SERVER_BIN, fsConstants.X_OK).catch(() => {
     throw new Error(`no executable at ${SERVER_BIN}: build it with \`cargo build\` or set WARREN_BIN`);
   });
-  const port = await freePort();
+  const port = wantedPort ?? (await freePort());
   const args = ['--port', String(port), '--bind', '127.0.0.1', '--shards', String(shards)];
   let tmpDir = null;
   let configPath = null;
@@ -172,7 +174,12 @@ export async function startServer({ config, shards = 2 } = {}) {
 
   const child = spawn(SERVER_BIN, args, {
     cwd: REPO_ROOT,
-    env: { ...process.env, WARREN_LOG: process.env.WARREN_LOG ?? 'info' },
+    env: {
+      ...process.env,
+      WARREN_LOG: process.env.WARREN_LOG ?? 'info',
+      WARREN_DAMPING__REFUSAL_DELAY_MS: '0',
+      ...env,
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   let output = '';
