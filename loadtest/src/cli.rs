@@ -38,6 +38,10 @@ pub enum Scenario {
     /// Join/leave churn on presence channels: steady members count the member_added /
     /// member_removed events of the churners and compare them with what was expected.
     Presence(PresenceArgs),
+    /// S subscribers on one channel while a publisher calls the signed HTTP API back to back
+    /// (or at `--rate`): how long each trigger takes to be answered, and whether every
+    /// subscriber got every event.
+    ApiLatency(ApiLatencyArgs),
     /// Run one scenario against several servers and print the figures side by side.
     Compare(CompareArgs),
 }
@@ -66,6 +70,8 @@ pub enum Compared {
     Channels(ChannelsArgs),
     /// See `connections`.
     Connections(ConnectionsArgs),
+    /// See `api-latency`.
+    ApiLatency(ApiLatencyArgs),
 }
 
 impl Compared {
@@ -75,6 +81,7 @@ impl Compared {
             Compared::Fanout(a) => Scenario::Fanout(a),
             Compared::Channels(a) => Scenario::Channels(a),
             Compared::Connections(a) => Scenario::Connections(a),
+            Compared::ApiLatency(a) => Scenario::ApiLatency(a),
         }
     }
 }
@@ -144,6 +151,33 @@ pub enum RawEngine {
     Epoll,
     /// io_uring SEND SQEs, submitted in batches.
     IoUring,
+}
+
+/// Options of `api-latency`.
+#[derive(Debug, Args, Clone)]
+pub struct ApiLatencyArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscribers listening on the channel (0: an empty channel).
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: usize,
+    /// Triggers to send.
+    #[arg(long, default_value_t = 1_000)]
+    pub messages: u64,
+    /// Triggers per second on a fixed schedule; without it, each trigger is sent as soon as the
+    /// previous one was answered (as a backend calling `trigger()` in a loop does).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Length of each event's `data` string, in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Seconds to wait for outstanding deliveries after the last trigger.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+    /// Channel name.
+    #[arg(long, default_value = "loadtest-api-latency")]
+    pub channel: String,
 }
 
 /// Options of `churn`.

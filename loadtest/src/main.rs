@@ -67,6 +67,7 @@ pub fn run_scenario(scenario: &Scenario) -> Result<Option<Report>, String> {
         Scenario::Churn(args) => scenario::fanout::churn(args)?,
         Scenario::Connections(args) => scenario::connections::run(args)?,
         Scenario::Presence(args) => scenario::presence::run(args)?,
+        Scenario::ApiLatency(args) => scenario::fanout::api_latency(args)?,
         Scenario::Compare(_) => return Err("compare cannot be nested".into()),
     }))
 }
@@ -80,6 +81,7 @@ fn common(scenario: &Scenario) -> Option<&Common> {
         Scenario::Churn(a) => Some(&a.fanout.common),
         Scenario::Connections(a) => Some(&a.common),
         Scenario::Presence(a) => Some(&a.common),
+        Scenario::ApiLatency(a) => Some(&a.common),
         Scenario::Compare(_) => None,
     }
 }
@@ -93,6 +95,7 @@ fn common_mut(scenario: &mut Scenario) -> Option<&mut Common> {
         Scenario::Churn(a) => Some(&mut a.fanout.common),
         Scenario::Connections(a) => Some(&mut a.common),
         Scenario::Presence(a) => Some(&mut a.common),
+        Scenario::ApiLatency(a) => Some(&mut a.common),
         Scenario::Compare(_) => None,
     }
 }

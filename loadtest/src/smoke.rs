@@ -301,3 +301,40 @@ fn presence_member_events_all_accounted() {
     assert!(!report["timeline"].as_array().unwrap().is_empty());
     server.shutdown();
 }
+
+/// The trigger figures of a report: every trigger answered, percentiles in order.
+fn triggers_answered(report: &serde_json::Value, messages: u64) {
+    assert_eq!(figure(report, "triggers_answered"), messages, "{report}");
+    let ms = |name: &str| report["figures"][name].as_f64().unwrap_or(-1.0);
+    assert!(ms("trigger_p50_ms") > 0.0, "{report}");
+    assert!(ms("trigger_p50_ms") <= ms("trigger_p99_ms"));
+    assert!(ms("trigger_p99_ms") <= ms("trigger_max_ms"));
+    assert!(ms("triggers_per_s") > 0.0, "{report}");
+}
+
+#[test]
+fn api_latency_back_to_back_and_paced() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_warren();
+    let url = format!("ws://{}", server.local_addr());
+    // Back to back, with subscribers: every trigger answered and delivered to all of them.
+    let (report, _) = run(
+        "api-latency",
+        Some(&url),
+        &["api-latency", "--subscribers", "30", "--messages", "60"],
+    );
+    all_accounted(&report, 30, 60);
+    assert_eq!(figure(&report, "delivered"), 30 * 60);
+    assert_eq!(report["params"]["pacing"], "back-to-back", "{report}");
+    triggers_answered(&report, 60);
+    // On a schedule, to an empty channel.
+    let (report, _) = run(
+        "api-latency-empty",
+        Some(&url),
+        &["api-latency", "--messages", "20", "--rate", "20"],
+    );
+    assert_eq!(figure(&report, "messages_published"), 20, "{report}");
+    assert_eq!(figure(&report, "delivered"), 0, "{report}");
+    triggers_answered(&report, 20);
+    server.shutdown();
+}
