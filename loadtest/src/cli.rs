@@ -56,6 +56,15 @@ pub struct CompareArgs {
     /// Server pids for /proc sampling, as `name=PID,...` (optional).
     #[arg(long, value_delimiter = ',')]
     pub pids: Vec<String>,
+    /// Start a server before its run and stop it after, as `name=COMMAND` (repeat per
+    /// server), e.g. `--start 'soketi=PORT=6101 ../shared/peers/start-soketi.sh'`. The command
+    /// must `exec` the server (the peers' start scripts do) so that its pid is sampled; each
+    /// server is then fresh for its run. Servers without one must already run.
+    #[arg(long)]
+    pub start: Vec<String>,
+    /// Directory for the started servers' logs (`NAME.log`); default: discarded.
+    #[arg(long)]
+    pub start_logs: Option<std::path::PathBuf>,
     /// The scenario (its `--url`, `--api` and `--server-pid` are replaced per server).
     #[command(subcommand)]
     pub scenario: Compared,

@@ -338,3 +338,35 @@ fn api_latency_back_to_back_and_paced() {
     triggers_answered(&report, 20);
     server.shutdown();
 }
+
+#[test]
+fn compare_runs_api_latency_against_each_server() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_warren();
+    let url = format!("ws://{}", server.local_addr());
+    let out = temp("compare.json");
+    let servers = format!("one={url},two={url}");
+    let out_arg = out.display().to_string();
+    let argv = [
+        "warren-loadtest",
+        "compare",
+        "--servers",
+        &servers,
+        "api-latency",
+        "--subscribers",
+        "10",
+        "--messages",
+        "20",
+        "--out",
+        &out_arg,
+    ];
+    let cli = Cli::try_parse_from(argv).expect("valid arguments");
+    crate::run(&cli.scenario).expect("compare runs");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("reports written")).unwrap();
+    for name in ["one", "two"] {
+        all_accounted(&json[name], 10, 20);
+        triggers_answered(&json[name], 20);
+    }
+    server.shutdown();
+}
