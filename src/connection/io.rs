@@ -10,6 +10,7 @@ use crate::protocol::{codes, outbound};
 use crate::shard::Shard;
 use crate::ws::frame::{self, FrameDecoder, FrameError, WsEvent};
 use crate::ws::handshake::{self, HeadError, RequestHead};
+use crate::ws::send_queue::FlushOutcome;
 use futures_lite::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::RefCell;
@@ -403,22 +404,31 @@ fn poll_session(
     })
 }
 
-/// Writes queued bytes until the queue is empty (`Ready(Ok)`), the socket is full (`Pending`,
-/// woken when writable) or broken (`Ready(Err)`).
+/// Writes queued bytes (many frames per `sendmsg`, see `SendQueue::flush_vectored`) until the
+/// queue is empty (`Ready(Ok)`), the socket is full (`Pending`, woken when writable) or broken
+/// (`Ready(Err)`).
 fn poll_flush(
     conn: &Connection,
     stream: &mut TcpStream,
     cx: &mut Context<'_>,
 ) -> Poll<Result<(), ()>> {
     let mut state = conn.state.borrow_mut();
-    while let Some(front) = state.queue.front() {
+    loop {
+        match state.queue.flush_vectored(stream.as_raw_fd()) {
+            FlushOutcome::Empty => return Poll::Ready(Ok(())),
+            FlushOutcome::Broken => return Poll::Ready(Err(())),
+            FlushOutcome::WouldBlock => {}
+        }
+        // glommio arms its writability poll only inside `poll_write` (after one more send).
+        let Some(front) = state.queue.front() else {
+            continue;
+        };
         match Pin::new(&mut *stream).poll_write(cx, front) {
             Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
             Poll::Ready(Ok(n)) => state.queue.advance(n),
             Poll::Pending => return Poll::Pending,
         }
     }
-    Poll::Ready(Ok(()))
 }
 
 /// Ends the session on the wire: a close frame where one is due, the rest of the queue before
