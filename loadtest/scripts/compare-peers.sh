@@ -14,7 +14,8 @@
 # Env: WARREN_BIN (target/release/warren), LOADTEST_BIN (target/release/warren-loadtest),
 # PEERS_DIR (../shared/peers), OUT_DIR (/tmp/compare-peers-<time>), SERVER_CPU (0),
 # HARNESS_CPU (1), ROWS (all: idle fanout saturation connections api-channels api-latency),
-# CONNECT_THREADS (harness threads for the connections row, 2), REPEAT (1: runs per cell).
+# CONNECT_THREADS (harness threads for the connections row, 2), REPEAT (1: runs per cell),
+# API_LATENCY_MESSAGES (triggers in the api-latency row, 300).
 # Output: $OUT_DIR/commands.txt (every command, in order), $OUT_DIR/<row>-<server>-<n>.{out,json,log},
 # $OUT_DIR/table.md (the summary table, also printed).
 set -uo pipefail
@@ -30,6 +31,7 @@ HARNESS_CPU="${HARNESS_CPU:-1}"
 ROWS="${ROWS:-idle fanout saturation connections api-channels api-latency}"
 CONNECT_THREADS="${CONNECT_THREADS:-2}"
 REPEAT="${REPEAT:-1}"
+API_LATENCY_MESSAGES="${API_LATENCY_MESSAGES:-300}"
 SERVERS=("$@")
 [ ${#SERVERS[@]} -gt 0 ] || SERVERS=(warren soketi sockudo raw)
 mkdir -p "$OUT_DIR"
@@ -94,7 +96,7 @@ row_args() {
     saturation) echo "fanout --subscribers 9960 --rate 20 --duration-secs 10 --payload-bytes 100 --json" ;;
     connections) echo "connections --connections 10000 --channels-per-connection 3 --channel-pool 1000 --private --hold-secs 2 --threads $CONNECT_THREADS --source-ips 4 --json" ;;
     api-channels) echo "channels --connections 1000 --rate 3000 --duration-secs 5 --json" ;;
-    api-latency) echo "api-latency --subscribers 5000 --messages 300 --json" ;;
+    api-latency) echo "api-latency --subscribers 5000 --messages $API_LATENCY_MESSAGES --json" ;;
   esac
 }
 

@@ -336,6 +336,17 @@ fn api_latency_back_to_back_and_paced() {
     assert_eq!(figure(&report, "messages_published"), 20, "{report}");
     assert_eq!(figure(&report, "delivered"), 0, "{report}");
     triggers_answered(&report, 20);
+    // Back to back to an empty channel: over in a few ms, but measured from the run's start.
+    let (report, _) = run(
+        "api-latency-empty-b2b",
+        Some(&url),
+        &["api-latency", "--messages", "20"],
+    );
+    triggers_answered(&report, 20);
+    assert!(
+        report["figures"]["run_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
     server.shutdown();
 }
 
