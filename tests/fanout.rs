@@ -196,6 +196,44 @@ fn a_consumer_that_stops_reading_is_closed_with_4100_and_others_are_unaffected()
 }
 
 #[test]
+fn a_reader_that_pauses_within_its_budget_gets_every_queued_event_in_order() {
+    let mut config = common::config();
+    config.server.send_queue_bytes = 16 << 20;
+    config.apps[0].max_client_events_per_second = 1_000_000;
+    let server = common::start(config);
+    let addr = server.local_addr();
+    let channel = "private-pause";
+    let mut paused = slow_client(addr);
+    let mut sender = Client::connect(addr);
+    let mut healthy = Client::connect(addr);
+    for c in [&mut paused, &mut sender, &mut healthy] {
+        c.subscribe_private(channel);
+    }
+    // ~7 MB of small events while `paused` reads nothing: more than the kernel buffers between
+    // them (tcp_wmem's 4 MiB at most), so thousands of frames wait in its send queue (under the
+    // 16 MiB budget) and go out in vectored writes, some of them stopping mid-frame, once it
+    // reads again.
+    let pad = "y".repeat(697);
+    let count = 10_000;
+    for i in 0..count {
+        sender.trigger("client-small", channel, Some(json!(format!("{i}:{pad}"))));
+        let got = healthy.recv();
+        assert!(got["data"].as_str().unwrap().starts_with(&format!("{i}:")));
+    }
+    healthy.ping_pong();
+    for i in 0..count {
+        let got = paused.recv();
+        assert_eq!(
+            got["data"].as_str().unwrap(),
+            format!("{i}:{pad}"),
+            "event {i} missing, out of order or damaged"
+        );
+    }
+    paused.expect_quiet();
+    paused.ping_pong();
+}
+
+#[test]
 fn a_dead_consumer_does_not_hold_up_shutdown_or_others() {
     let server = slow_consumer_setup();
     let addr = server.local_addr();

@@ -38,6 +38,10 @@ pub enum Scenario {
     /// Join/leave churn on presence channels: steady members count the member_added /
     /// member_removed events of the churners and compare them with what was expected.
     Presence(PresenceArgs),
+    /// S subscribers on one channel while a publisher calls the signed HTTP API back to back
+    /// (or at `--rate`): how long each trigger takes to be answered, and whether every
+    /// subscriber got every event.
+    ApiLatency(ApiLatencyArgs),
     /// Run one scenario against several servers and print the figures side by side.
     Compare(CompareArgs),
 }
@@ -52,6 +56,15 @@ pub struct CompareArgs {
     /// Server pids for /proc sampling, as `name=PID,...` (optional).
     #[arg(long, value_delimiter = ',')]
     pub pids: Vec<String>,
+    /// Start a server before its run and stop it after, as `name=COMMAND` (repeat per
+    /// server), e.g. `--start 'soketi=PORT=6101 ../shared/peers/start-soketi.sh'`. The command
+    /// must `exec` the server (the peers' start scripts do) so that its pid is sampled; each
+    /// server is then fresh for its run. Servers without one must already run.
+    #[arg(long)]
+    pub start: Vec<String>,
+    /// Directory for the started servers' logs (`NAME.log`); default: discarded.
+    #[arg(long)]
+    pub start_logs: Option<std::path::PathBuf>,
     /// The scenario (its `--url`, `--api` and `--server-pid` are replaced per server).
     #[command(subcommand)]
     pub scenario: Compared,
@@ -66,6 +79,8 @@ pub enum Compared {
     Channels(ChannelsArgs),
     /// See `connections`.
     Connections(ConnectionsArgs),
+    /// See `api-latency`.
+    ApiLatency(ApiLatencyArgs),
 }
 
 impl Compared {
@@ -75,6 +90,7 @@ impl Compared {
             Compared::Fanout(a) => Scenario::Fanout(a),
             Compared::Channels(a) => Scenario::Channels(a),
             Compared::Connections(a) => Scenario::Connections(a),
+            Compared::ApiLatency(a) => Scenario::ApiLatency(a),
         }
     }
 }
@@ -144,6 +160,33 @@ pub enum RawEngine {
     Epoll,
     /// io_uring SEND SQEs, submitted in batches.
     IoUring,
+}
+
+/// Options of `api-latency`.
+#[derive(Debug, Args, Clone)]
+pub struct ApiLatencyArgs {
+    /// Shared options.
+    #[command(flatten)]
+    pub common: Common,
+    /// Subscribers listening on the channel (0: an empty channel).
+    #[arg(long, default_value_t = 0)]
+    pub subscribers: usize,
+    /// Triggers to send.
+    #[arg(long, default_value_t = 1_000)]
+    pub messages: u64,
+    /// Triggers per second on a fixed schedule; without it, each trigger is sent as soon as the
+    /// previous one was answered (as a backend calling `trigger()` in a loop does).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Length of each event's `data` string, in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub payload_bytes: usize,
+    /// Seconds to wait for outstanding deliveries after the last trigger.
+    #[arg(long, default_value_t = 10)]
+    pub drain_timeout_secs: u64,
+    /// Channel name.
+    #[arg(long, default_value = "loadtest-api-latency")]
+    pub channel: String,
 }
 
 /// Options of `churn`.

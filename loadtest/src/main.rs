@@ -6,6 +6,7 @@ mod api;
 mod cli;
 mod client;
 mod endpoint;
+mod launch;
 mod procfs;
 mod protocol;
 mod rawserver;
@@ -67,6 +68,7 @@ pub fn run_scenario(scenario: &Scenario) -> Result<Option<Report>, String> {
         Scenario::Churn(args) => scenario::fanout::churn(args)?,
         Scenario::Connections(args) => scenario::connections::run(args)?,
         Scenario::Presence(args) => scenario::presence::run(args)?,
+        Scenario::ApiLatency(args) => scenario::fanout::api_latency(args)?,
         Scenario::Compare(_) => return Err("compare cannot be nested".into()),
     }))
 }
@@ -80,6 +82,7 @@ fn common(scenario: &Scenario) -> Option<&Common> {
         Scenario::Churn(a) => Some(&a.fanout.common),
         Scenario::Connections(a) => Some(&a.common),
         Scenario::Presence(a) => Some(&a.common),
+        Scenario::ApiLatency(a) => Some(&a.common),
         Scenario::Compare(_) => None,
     }
 }
@@ -93,8 +96,25 @@ fn common_mut(scenario: &mut Scenario) -> Option<&mut Common> {
         Scenario::Churn(a) => Some(&mut a.fanout.common),
         Scenario::Connections(a) => Some(&mut a.common),
         Scenario::Presence(a) => Some(&mut a.common),
+        Scenario::ApiLatency(a) => Some(&mut a.common),
         Scenario::Compare(_) => None,
     }
+}
+
+/// Starts server `name` with `command` and waits for the port of its `url`.
+fn launch_for(
+    name: &str,
+    command: &str,
+    url: &str,
+    args: &CompareArgs,
+) -> Result<launch::Launched, String> {
+    let addr = crate::endpoint::Endpoint::parse(url, "ws")?.addr;
+    let log = args
+        .start_logs
+        .as_ref()
+        .map(|d| d.join(format!("{name}.log")));
+    eprintln!("== starting {name}: {command}");
+    launch::Launched::start(name, command, addr, log.as_deref())
 }
 
 /// `compare`: the scenario against each server in turn, then the figures side by side, with
@@ -110,22 +130,38 @@ fn compare(args: &CompareArgs) -> Result<(), String> {
             Some((name, pid.parse().ok()?))
         })
         .collect();
+    let starts: std::collections::HashMap<&str, &str> = args
+        .start
+        .iter()
+        .map(|s| {
+            s.split_once('=')
+                .ok_or_else(|| format!("--start wants name=COMMAND, got {s:?}"))
+        })
+        .collect::<Result<_, _>>()?;
     let mut reports: Vec<(String, Report)> = Vec::new();
     for server in &args.servers {
         let (name, url) = server
             .split_once('=')
             .ok_or_else(|| format!("--servers wants name=ws://host:port, got {server:?}"))?;
+        let launched = match starts.get(name) {
+            Some(command) => Some(launch_for(name, command, url, args)?),
+            None => None,
+        };
         let mut scenario = chosen.clone();
         let common = common_mut(&mut scenario).expect("checked above");
         common.url = url.to_string();
         common.api = None;
-        common.server_pid = pids.get(name).copied();
+        common.server_pid = pids
+            .get(name)
+            .copied()
+            .or(launched.as_ref().map(launch::Launched::pid));
         common.out = None;
         common.chart = None;
         eprintln!("== {name}: {url}");
         let report = run_scenario(&scenario)?.ok_or("compare: this scenario has no report")?;
         report.print();
         reports.push((name.to_string(), report));
+        drop(launched);
         // Let the server settle between runs.
         std::thread::sleep(std::time::Duration::from_secs(1));
     }

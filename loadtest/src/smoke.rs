@@ -301,3 +301,83 @@ fn presence_member_events_all_accounted() {
     assert!(!report["timeline"].as_array().unwrap().is_empty());
     server.shutdown();
 }
+
+/// The trigger figures of a report: every trigger answered, percentiles in order.
+fn triggers_answered(report: &serde_json::Value, messages: u64) {
+    assert_eq!(figure(report, "triggers_answered"), messages, "{report}");
+    let ms = |name: &str| report["figures"][name].as_f64().unwrap_or(-1.0);
+    assert!(ms("trigger_p50_ms") > 0.0, "{report}");
+    assert!(ms("trigger_p50_ms") <= ms("trigger_p99_ms"));
+    assert!(ms("trigger_p99_ms") <= ms("trigger_max_ms"));
+    assert!(ms("triggers_per_s") > 0.0, "{report}");
+}
+
+#[test]
+fn api_latency_back_to_back_and_paced() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_warren();
+    let url = format!("ws://{}", server.local_addr());
+    // Back to back, with subscribers: every trigger answered and delivered to all of them.
+    let (report, _) = run(
+        "api-latency",
+        Some(&url),
+        &["api-latency", "--subscribers", "30", "--messages", "60"],
+    );
+    all_accounted(&report, 30, 60);
+    assert_eq!(figure(&report, "delivered"), 30 * 60);
+    assert_eq!(report["params"]["pacing"], "back-to-back", "{report}");
+    triggers_answered(&report, 60);
+    // On a schedule, to an empty channel.
+    let (report, _) = run(
+        "api-latency-empty",
+        Some(&url),
+        &["api-latency", "--messages", "20", "--rate", "20"],
+    );
+    assert_eq!(figure(&report, "messages_published"), 20, "{report}");
+    assert_eq!(figure(&report, "delivered"), 0, "{report}");
+    triggers_answered(&report, 20);
+    // Back to back to an empty channel: over in a few ms, but measured from the run's start.
+    let (report, _) = run(
+        "api-latency-empty-b2b",
+        Some(&url),
+        &["api-latency", "--messages", "20"],
+    );
+    triggers_answered(&report, 20);
+    assert!(
+        report["figures"]["run_s"].as_f64().unwrap() > 0.0,
+        "{report}"
+    );
+    server.shutdown();
+}
+
+#[test]
+fn compare_runs_api_latency_against_each_server() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_warren();
+    let url = format!("ws://{}", server.local_addr());
+    let out = temp("compare.json");
+    let servers = format!("one={url},two={url}");
+    let out_arg = out.display().to_string();
+    let argv = [
+        "warren-loadtest",
+        "compare",
+        "--servers",
+        &servers,
+        "api-latency",
+        "--subscribers",
+        "10",
+        "--messages",
+        "20",
+        "--out",
+        &out_arg,
+    ];
+    let cli = Cli::try_parse_from(argv).expect("valid arguments");
+    crate::run(&cli.scenario).expect("compare runs");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("reports written")).unwrap();
+    for name in ["one", "two"] {
+        all_accounted(&json[name], 10, 20);
+        triggers_answered(&json[name], 20);
+    }
+    server.shutdown();
+}

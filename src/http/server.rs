@@ -24,8 +24,8 @@ pub enum Served {
     Closed,
     /// The client asked for a WebSocket upgrade; `leftover` is what it sent after the head.
     Upgrade {
-        /// The upgrade request's head.
-        head: RequestHead,
+        /// The upgrade request's head (boxed: it is large, and the variant is rare).
+        head: Box<RequestHead>,
         /// Bytes after the head (frames the client did not wait to send).
         leftover: Vec<u8>,
     },
@@ -57,7 +57,7 @@ pub async fn serve(shard: &Shard, stream: &mut TcpStream) -> Served {
         };
         if head.is_websocket() {
             return Served::Upgrade {
-                head,
+                head: Box::new(head),
                 leftover: body,
             };
         }

@@ -6,14 +6,14 @@
 //! and the channel table; everything mutable sits in one `RefCell` that no code holds across an
 //! `await`.
 
-use super::send_queue::{OutFrame, SendOutcome, SendQueue};
+use super::send_queue::{FlushOutcome, OutFrame, SendOutcome, SendQueue};
 use crate::app::App;
 use crate::protocol::{codes, outbound, SocketId};
 use crate::ws::frame::{self, SharedFrame};
 use ahash::AHashMap;
 use futures_lite::AsyncWrite;
 use std::cell::RefCell;
-use std::os::fd::{BorrowedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
@@ -284,21 +284,32 @@ impl Connection {
     }
 
     /// Writes queued bytes to `stream` until the queue is empty (`Ready(Ok)`), the socket is
-    /// full (`Pending`, woken when writable) or broken (`Ready(Err)`).
-    pub fn poll_flush<W: AsyncWrite + Unpin>(
+    /// full (`Pending`, woken when writable) or broken (`Ready(Err)`). Queued frames go out
+    /// together, up to 128 in one `sendmsg` (`SendQueue::flush_vectored`).
+    pub fn poll_flush<W: AsyncWrite + AsRawFd + Unpin>(
         &self,
         stream: &mut W,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), ()>> {
+        // SAFETY: `stream` is borrowed for the whole call, so its fd stays open.
+        let fd = unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) };
         let mut state = self.state.borrow_mut();
-        while let Some(front) = state.queue.front() {
+        loop {
+            match state.queue.flush_vectored(fd) {
+                FlushOutcome::Empty => return Poll::Ready(Ok(())),
+                FlushOutcome::Broken => return Poll::Ready(Err(())),
+                FlushOutcome::WouldBlock => {}
+            }
+            // glommio arms its writability poll only inside `poll_write` (after one more send).
+            let Some(front) = state.queue.front() else {
+                continue;
+            };
             match Pin::new(&mut *stream).poll_write(cx, front) {
                 Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => return Poll::Ready(Err(())),
                 Poll::Ready(Ok(n)) => state.queue.advance(n),
                 Poll::Pending => return Poll::Pending,
             }
         }
-        Poll::Ready(Ok(()))
     }
 
     /// Queues the final close frame behind what is still queued, after [`Connection::mark_closed`]

@@ -1,11 +1,18 @@
 //! The write side of a connection: frames go straight to the socket with a non-blocking `send`
 //! while nothing is queued; only what the kernel does not take (a short write, `EAGAIN`) waits in
-//! the [`SendQueue`], whose byte budget bounds the memory a slow reader can pin.
+//! the [`SendQueue`], whose byte budget bounds the memory a slow reader can pin. What queued
+//! goes out with one vectored `sendmsg(2)` per [`MAX_IOVECS`] frames
+//! ([`SendQueue::flush_vectored`]), not one write per frame.
 
 use crate::ws::frame::SharedFrame;
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, IoSlice};
 use std::os::fd::BorrowedFd;
+
+/// Most frames handed to one `sendmsg(2)`: well under Linux's `IOV_MAX` (`UIO_MAXIOV`, 1024),
+/// small enough for the slices to live on the stack, and more than a socket buffer usually takes
+/// of broadcast-sized frames in one call.
+pub const MAX_IOVECS: usize = 128;
 
 /// A frame waiting to be written: shared by many sockets, or this socket's own.
 #[derive(Debug)]
@@ -35,6 +42,17 @@ pub enum SendOutcome {
     Queued,
     /// The queue would exceed its budget; the frame was dropped and the connection must close.
     OverBudget,
+    /// The socket is broken (peer gone); the connection must close.
+    Broken,
+}
+
+/// What [`SendQueue::flush_vectored`] left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushOutcome {
+    /// Everything queued was written.
+    Empty,
+    /// The socket took what it could (perhaps nothing) and would block: wait until writable.
+    WouldBlock,
     /// The socket is broken (peer gone); the connection must close.
     Broken,
 }
@@ -87,6 +105,52 @@ impl SendQueue {
         self.frames.front().map(|f| &f.bytes()[self.offset..])
     }
 
+    /// Writes queued frames to `fd` with vectored non-blocking sends (up to [`MAX_IOVECS`]
+    /// frames each) until the queue is empty, the socket would block or it fails. A short write
+    /// leaves the queue at the first unwritten byte, mid-frame if need be.
+    pub fn flush_vectored(&mut self, fd: BorrowedFd<'_>) -> FlushOutcome {
+        while !self.frames.is_empty() {
+            let result = {
+                let slices = self.io_slices::<MAX_IOVECS>();
+                send_vectored_nonblocking(fd, slices.as_slice())
+            };
+            match result {
+                Ok(0) => return FlushOutcome::Broken,
+                Ok(n) => self.consume(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return FlushOutcome::WouldBlock,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return FlushOutcome::Broken,
+            }
+        }
+        FlushOutcome::Empty
+    }
+
+    /// Slices over the unwritten bytes of the first `N` frames, at most.
+    fn io_slices<const N: usize>(&self) -> IoSlices<'_, N> {
+        let mut slices = IoSlices {
+            slices: [IoSlice::new(&[]); N],
+            len: 0,
+        };
+        for (i, frame) in self.frames.iter().take(N).enumerate() {
+            let start = if i == 0 { self.offset } else { 0 };
+            slices.slices[i] = IoSlice::new(&frame.bytes()[start..]);
+            slices.len = i + 1;
+        }
+        slices
+    }
+
+    /// Marks `n` bytes as written, across as many frames as they cover.
+    fn consume(&mut self, mut n: usize) {
+        while n > 0 {
+            let Some(front) = self.frames.front() else {
+                break;
+            };
+            let step = n.min(front.bytes().len() - self.offset);
+            self.advance(step);
+            n -= step;
+        }
+    }
+
     /// Marks `n` bytes of the first frame as written.
     pub fn advance(&mut self, n: usize) {
         self.offset += n;
@@ -118,6 +182,24 @@ impl SendQueue {
             self.frames.push_back(front);
         }
     }
+}
+
+/// A fixed array of slices, of which the first `len` are in use.
+struct IoSlices<'a, const N: usize> {
+    slices: [IoSlice<'a>; N],
+    len: usize,
+}
+
+impl<'a, const N: usize> IoSlices<'a, N> {
+    fn as_slice(&self) -> &[IoSlice<'a>] {
+        &self.slices[..self.len]
+    }
+}
+
+/// One non-blocking vectored `sendmsg(2)` with `MSG_NOSIGNAL`.
+pub fn send_vectored_nonblocking(fd: BorrowedFd<'_>, slices: &[IoSlice<'_>]) -> io::Result<usize> {
+    let socket = socket2::SockRef::from(&fd);
+    socket.send_vectored_with_flags(slices, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)
 }
 
 /// One non-blocking `send(2)` with `MSG_NOSIGNAL`.
@@ -195,6 +277,109 @@ mod tests {
         queue.discard_unstarted();
         assert!(queue.is_empty());
         assert_eq!(queue.queued_bytes(), 0);
+    }
+
+    /// A queue holding `frames` as if the socket had refused them all.
+    fn queue_of(frames: &[Vec<u8>]) -> SendQueue {
+        let mut queue = SendQueue::default();
+        for frame in frames {
+            queue.bytes += frame.len();
+            queue.frames.push_back(OutFrame::Owned(frame.clone()));
+        }
+        queue
+    }
+
+    /// `count` frames of varying length, each filled with bytes that encode its index and
+    /// position, so that any reordering or loss shows in the concatenation.
+    fn numbered_frames(count: usize, len: impl Fn(usize) -> usize) -> Vec<Vec<u8>> {
+        (0..count)
+            .map(|i| (0..len(i)).map(|j| (i * 31 + j) as u8).collect())
+            .collect()
+    }
+
+    /// Reads whatever `reader` has, without blocking.
+    fn read_available(reader: &mut UnixStream, into: &mut Vec<u8>) {
+        let mut buf = vec![0u8; 1 << 16];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            into.extend_from_slice(&buf[..n]);
+        }
+    }
+
+    #[test]
+    fn many_queued_frames_flush_in_order() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        // More frames than one sendmsg takes, small enough that the socket takes them all.
+        let frames = numbered_frames(3 * MAX_IOVECS + 5, |i| 1 + i % 40);
+        let mut queue = queue_of(&frames);
+        assert_eq!(queue.flush_vectored(a.as_fd()), FlushOutcome::Empty);
+        assert!(queue.is_empty());
+        assert_eq!(queue.queued_bytes(), 0);
+        let mut got = Vec::new();
+        read_available(&mut b, &mut got);
+        assert_eq!(got, frames.concat());
+    }
+
+    #[test]
+    fn partial_writes_resume_mid_frame_until_everything_is_read() {
+        let (a, mut b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        b.set_nonblocking(true).unwrap();
+        socket2::SockRef::from(&a)
+            .set_send_buffer_size(4096)
+            .unwrap();
+        // Odd lengths, several times the send buffer: writes stop mid-frame.
+        let frames = numbered_frames(400, |i| 997 + i % 13);
+        let expected = frames.concat();
+        let mut queue = queue_of(&frames);
+        let mut got = Vec::new();
+        let mut would_block = 0;
+        let mut stopped_mid_frame = false;
+        loop {
+            match queue.flush_vectored(a.as_fd()) {
+                FlushOutcome::Empty => break,
+                FlushOutcome::WouldBlock => would_block += 1,
+                FlushOutcome::Broken => panic!("socket reported broken"),
+            }
+            stopped_mid_frame |= queue.offset > 0;
+            // What is still queued was not written: never more than the reader lacks.
+            assert!(queue.queued_bytes() <= expected.len() - got.len());
+            // Read one chunk, so that the writer is short again next time.
+            let mut buf = vec![0u8; 1500];
+            if let Ok(n) = b.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        read_available(&mut b, &mut got);
+        assert!(would_block > 0, "the send buffer never filled up");
+        assert!(stopped_mid_frame, "no write stopped inside a frame");
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn a_full_socket_would_block_and_keeps_the_queue() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        a.set_nonblocking(true).unwrap();
+        // Fill the socket until it refuses more.
+        let filler = vec![0u8; 1 << 16];
+        while send_nonblocking(a.as_fd(), &filler).is_ok() {}
+        let frames = numbered_frames(10, |_| 100);
+        let mut queue = queue_of(&frames);
+        assert_eq!(queue.flush_vectored(a.as_fd()), FlushOutcome::WouldBlock);
+        assert_eq!(queue.queued_bytes(), 1000);
+        assert_eq!(queue.front(), Some(&frames[0][..]));
+    }
+
+    #[test]
+    fn flushing_to_a_closed_peer_is_broken() {
+        let (a, b) = UnixStream::pair().unwrap();
+        drop(b);
+        let mut queue = queue_of(&numbered_frames(3, |_| 10));
+        assert_eq!(queue.flush_vectored(a.as_fd()), FlushOutcome::Broken);
     }
 
     #[test]

@@ -172,6 +172,7 @@ pub fn run(args: &ConnectionsArgs) -> Result<Report, String> {
     };
     let ramp = ramp_done.unwrap_or_else(Instant::now).duration_since(start);
     let setup_cpu = server(common.server_pid);
+    let setup_own = ProcSample::read(std::process::id()).ok();
     let subscribed = Stats::get(&stats.subscribed);
     let hold_end = Instant::now() + Duration::from_secs(args.hold_secs);
     while Instant::now() < hold_end {
@@ -216,6 +217,26 @@ pub fn run(args: &ConnectionsArgs) -> Result<Report, String> {
         "server_cpu_s_setup",
         match (&before, &setup_cpu) {
             (Some(a), Some(b)) => Some(a.sched_ms_until(b) / 1000.0),
+            _ => None,
+        },
+    );
+    // What one server core could sustain, whatever share of it the server got: connects per
+    // second of server CPU (the set-up rate itself is capped by the harness and a busy machine).
+    report.figure(
+        "connects_per_server_cpu_s",
+        match (&before, &setup_cpu) {
+            (Some(a), Some(b)) if a.sched_ms_until(b) > 0.0 => {
+                Some(subscribed as f64 * 1000.0 / a.sched_ms_until(b))
+            }
+            _ => None,
+        },
+    );
+    report.figure(
+        "harness_connects_per_cpu_s",
+        match (&own_before, &setup_own) {
+            (Some(a), Some(b)) if a.sched_ms_until(b) > 0.0 => {
+                Some(subscribed as f64 * 1000.0 / a.sched_ms_until(b))
+            }
             _ => None,
         },
     );

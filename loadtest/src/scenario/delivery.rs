@@ -9,8 +9,9 @@ use crate::cli::{Common, PublishArgs};
 use crate::client::{ClientError, ConnId, ConnSpec, Pool, Target};
 use crate::procfs::{self, ProcSample};
 use crate::protocol;
-use crate::report::{Latencies, Point, Report};
+use crate::report::{self, Latencies, Percentiles, Point, Report};
 use crate::runtime::{self, Behaviour, Control, Phase, Stats};
+use hdrhistogram::Histogram;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -80,6 +81,9 @@ pub struct Plan {
     pub probe: Probe,
     /// Churning connections on channel 0 and their disconnects per second, if any.
     pub churn: Option<(usize, f64)>,
+    /// `Some(M)`: the API publisher sends M messages back to back (each as soon as the previous
+    /// one was answered) instead of on the `rate` schedule; latency counts from each send.
+    pub back_to_back: Option<u64>,
 }
 
 /// Churning connections: during the run, connection `k % n` is closed and reopened at
@@ -135,6 +139,9 @@ pub struct Shared {
     pub random_channel: bool,
     /// The `data` string's length.
     pub payload_bytes: usize,
+    /// Whether the API publisher ignores the schedule and sends each message when the previous
+    /// one was answered.
+    pub back_to_back: bool,
 }
 
 impl Shared {
@@ -385,20 +392,46 @@ impl Behaviour for Senders {
     fn finish(self) {}
 }
 
-/// Publishes through the HTTP API on the calling thread until done or stopped.
-fn api_publisher(target: ApiTarget, control: &Control, shared: &Shared, channels: &[String]) {
+/// How the API publisher's requests were answered.
+#[derive(Debug)]
+struct Answers {
+    /// Time from sending each successful publish to its answer, in µs.
+    took: Histogram<u64>,
+    /// From the first send to the last answer.
+    busy: Duration,
+}
+
+/// Publishes through the HTTP API on the calling thread until done or stopped; returns how long
+/// each publish took to be answered.
+fn api_publisher(
+    target: ApiTarget,
+    control: &Control,
+    shared: &Shared,
+    channels: &[String],
+) -> Answers {
     let mut client = ApiClient::new(target);
+    let mut took = report::new_histogram();
+    let mut first_sent: Option<Instant> = None;
     let mut seq = vec![0u64; channels.len()];
     while control.phase() == Phase::Setup {
         std::thread::sleep(Duration::from_millis(1));
     }
     let run_at = control.run_at();
+    // Back to back too starts at the run's origin, which the CPU window and the receivers'
+    // per-second latencies count from.
+    if let Some(wait) = run_at.checked_duration_since(Instant::now()) {
+        std::thread::sleep(wait);
+    }
     let mut printed = 0;
     for k in 0..shared.messages {
         if control.phase() == Phase::Stop {
             break;
         }
-        let due = shared.due(run_at, k);
+        let due = if shared.back_to_back {
+            Instant::now()
+        } else {
+            shared.due(run_at, k)
+        };
         let now = Instant::now();
         if due > now {
             std::thread::sleep(due - now);
@@ -408,8 +441,15 @@ fn api_publisher(target: ApiTarget, control: &Control, shared: &Shared, channels
         seq[c] += 1;
         let data = payload(c, q, control.ns_of(due), shared.payload_bytes);
         let body = api::event_body(EVENT, &channels[c], &data);
-        match client.publish(&body) {
-            Ok(()) => shared.count_sent(c, control),
+        let sent_at = Instant::now();
+        first_sent.get_or_insert(sent_at);
+        let outcome = client.publish(&body);
+        let took_us = sent_at.elapsed().as_micros() as u64;
+        match outcome {
+            Ok(()) => {
+                took.saturating_record(took_us.max(1));
+                shared.count_sent(c, control)
+            }
             Err(e) => {
                 Stats::add(&control.stats.publish_errors, 1);
                 if printed < 5 {
@@ -420,6 +460,10 @@ fn api_publisher(target: ApiTarget, control: &Control, shared: &Shared, channels
         }
     }
     shared.done.store(true, Ordering::Release);
+    Answers {
+        took,
+        busy: first_sent.map_or(Duration::ZERO, |t| t.elapsed()),
+    }
 }
 
 /// Runs `plan` and returns its report.
@@ -430,7 +474,9 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     if rate.is_nan() || rate <= 0.0 {
         return Err("--rate must be positive".into());
     }
-    let messages = (rate * plan.publish.duration_secs).round().max(1.0) as u64;
+    let messages = plan
+        .back_to_back
+        .unwrap_or_else(|| (rate * plan.publish.duration_secs).round().max(1.0) as u64);
     let shared = Arc::new(Shared {
         sent: (0..plan.channels.len())
             .map(|_| AtomicU64::new(0))
@@ -441,6 +487,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         channels: plan.channels.len() as u64,
         random_channel: plan.random_channel,
         payload_bytes: plan.publish.payload_bytes,
+        back_to_back: plan.back_to_back.is_some(),
     });
     let senders = match plan.publisher {
         Publisher::ClientEvents { senders } => senders.max(1),
@@ -449,7 +496,11 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     let mut report = Report::new(plan.scenario, &plan.common.url);
     report.param("connections", n as u64);
     report.param("channels", plan.channels.len() as u64);
-    report.param("rate", rate);
+    if plan.back_to_back.is_some() {
+        report.param("pacing", "back-to-back");
+    } else {
+        report.param("rate", rate);
+    }
     report.param("messages", messages);
     report.param("payload_bytes", plan.publish.payload_bytes as u64);
     report.param("threads", common.threads as u64);
@@ -479,8 +530,12 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     for note in &report.notes {
         eprintln!("warren-loadtest: {note}");
     }
+    let pacing = match plan.back_to_back {
+        Some(_) => "back to back".to_string(),
+        None => format!("at {rate}/s"),
+    };
     eprintln!(
-        "{}: {n} receivers on {} channel(s) at {}, {messages} messages at {rate}/s",
+        "{}: {n} receivers on {} channel(s) at {}, {messages} messages {pacing}",
         plan.scenario,
         plan.channels.len(),
         plan.target.addr
@@ -637,7 +692,9 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     control.start_run(RUN_DELAY);
     let run_at = control.run_at();
     let last_due = shared.due(run_at, messages.saturating_sub(1));
-    let deadline = last_due + Duration::from_secs(plan.publish.drain_timeout_secs);
+    let drain = Duration::from_secs(plan.publish.drain_timeout_secs);
+    // A back-to-back publisher has no schedule: the drain starts when it has finished.
+    let mut deadline = last_due + drain;
     let mut receivers_on = vec![0u64; plan.channels.len()];
     for &c in &plan.channel_of {
         receivers_on[c as usize] += 1;
@@ -699,8 +756,12 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     };
     loop {
         let now = Instant::now();
-        if shared.done.load(Ordering::Acquire) && Stats::get(&stats.delivered) >= expected_now() {
+        let done = shared.done.load(Ordering::Acquire);
+        if done && Stats::get(&stats.delivered) >= expected_now() {
             break;
+        }
+        if plan.back_to_back.is_some() && !done {
+            deadline = now + drain;
         }
         if now >= deadline {
             break;
@@ -724,9 +785,10 @@ pub fn run(plan: Plan) -> Result<Report, String> {
     if let Some(h) = churn_handle {
         h.join().map_err(|_| "the churn thread panicked")?;
     }
-    if let Some(h) = publisher_handle {
-        h.join().map_err(|_| "the publisher thread panicked")?;
-    }
+    let answered = match publisher_handle {
+        Some(h) => Some(h.join().map_err(|_| "the publisher thread panicked")?),
+        None => None,
+    };
 
     let mut latencies = Latencies::default();
     let mut total_result = ReceiverResult::default();
@@ -819,6 +881,9 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         harness_cpu_s.map(|s| s * 100.0 / window.max(1e-9)),
     );
     report.set_latency(&latencies);
+    if let Some(answered) = &answered {
+        trigger_figures(&mut report, answered);
+    }
     if !shared.done.load(Ordering::Acquire) {
         report
             .notes
@@ -831,6 +896,22 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         ));
     }
     Ok(report)
+}
+
+/// The API publisher's figures: how long each publish took to be answered, and how many were
+/// answered per second while it was publishing.
+fn trigger_figures(report: &mut Report, answers: &Answers) {
+    let p = Percentiles::of(&answers.took).unwrap_or_default();
+    report.figure("triggers_answered", p.count);
+    report.figure(
+        "triggers_per_s",
+        p.count as f64 / answers.busy.as_secs_f64().max(1e-9),
+    );
+    report.figure("trigger_p50_ms", p.p50);
+    report.figure("trigger_p90_ms", p.p90);
+    report.figure("trigger_p99_ms", p.p99);
+    report.figure("trigger_max_ms", p.max);
+    report.figure("trigger_mean_ms", p.mean);
 }
 
 #[cfg(test)]

@@ -1,8 +1,11 @@
-//! `fanout`, `raw-fanout` and `channels`: thin set-ups of the [`delivery`] engine.
+//! `fanout`, `raw-fanout`, `channels`, `churn` and `api-latency`: thin set-ups of the
+//! [`delivery`] engine.
 
 use super::delivery::{self, Plan, Probe, Publisher};
 use crate::api::ApiTarget;
-use crate::cli::{ChannelsArgs, ChurnArgs, FanoutArgs, RawEngine, Via};
+use crate::cli::{
+    ApiLatencyArgs, ChannelsArgs, ChurnArgs, FanoutArgs, PublishArgs, RawEngine, Via,
+};
 use crate::client::Target;
 use crate::rawserver::RawServer;
 use crate::report::Report;
@@ -65,6 +68,7 @@ fn fanout_with(
         publisher,
         probe: Probe::Process(common.server_pid),
         churn,
+        back_to_back: None,
     })?;
     if args.via == Via::ClientEvents && args.publish.rate / args.senders.max(1) as f64 > 10.0 {
         report.notes.push(
@@ -105,6 +109,7 @@ pub fn raw_fanout(args: &FanoutArgs) -> Result<Report, String> {
         publisher: Publisher::Raw(cell),
         probe: Probe::Thread(tid),
         churn: None,
+        back_to_back: None,
     });
     // Without a control block (an early error) the server thread cannot see the stop phase.
     if result.is_ok() {
@@ -143,5 +148,41 @@ pub fn channels(args: &ChannelsArgs) -> Result<Report, String> {
         )?),
         probe: Probe::Process(common.server_pid),
         churn: None,
+        back_to_back: None,
     })
+}
+
+/// `api-latency`: S subscribers on one channel while the API publisher triggers back to back
+/// (or at `--rate`); the report's `trigger_*` figures are the answer times, `lost` etc. the
+/// completeness of the deliveries.
+pub fn api_latency(args: &ApiLatencyArgs) -> Result<Report, String> {
+    let common = &args.common;
+    let messages = args.messages.max(1);
+    let rate = args.rate.unwrap_or(1.0);
+    let mut report = delivery::run(Plan {
+        scenario: "api-latency",
+        common: common.clone(),
+        publish: PublishArgs {
+            rate,
+            duration_secs: messages as f64 / rate,
+            payload_bytes: args.payload_bytes,
+            drain_timeout_secs: args.drain_timeout_secs,
+        },
+        target: Target::new(&common.url, &common.key)?,
+        channels: vec![args.channel.clone()],
+        channel_of: vec![0; args.subscribers],
+        random_channel: false,
+        publisher: Publisher::Api(ApiTarget::new(
+            common.api.as_deref(),
+            &common.url,
+            &common.app_id,
+            &common.key,
+            &common.secret,
+        )?),
+        probe: Probe::Process(common.server_pid),
+        churn: None,
+        back_to_back: args.rate.is_none().then_some(messages),
+    })?;
+    report.param("subscribers", args.subscribers as u64);
+    Ok(report)
 }
