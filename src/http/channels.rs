@@ -6,6 +6,7 @@
 use super::events::{self, InfoRequest};
 use super::{ApiError, Response};
 use crate::app::App;
+use crate::channels::cache;
 use crate::protocol::names::{self, ChannelKind};
 use crate::shard::queries::{ChannelCount, Counts, Incomplete};
 use crate::shard::Shard;
@@ -98,10 +99,16 @@ pub(super) async fn channel_info(
     info: Option<&str>,
 ) -> Result<Response, ApiError> {
     let kind = events::validate_channel(&channel, &app.config)?;
-    let info = InfoRequest::parse(info.unwrap_or(""), &["user_count", "subscription_count"])?;
+    let allowed = ["user_count", "subscription_count", "cache"];
+    let info = InfoRequest::parse(info.unwrap_or(""), &allowed)?;
     if info.user_count && kind != ChannelKind::Presence {
         return Err(ApiError::bad_request(
             "user_count is only available for presence channels",
+        ));
+    }
+    if info.cache && !names::is_cache_channel(&channel) {
+        return Err(ApiError::bad_request(
+            "cache is only available for cache channels",
         ));
     }
     let counts = channel_counts(shard, app, std::slice::from_ref(&channel)).await?;
@@ -112,6 +119,10 @@ pub(super) async fn channel_info(
         count.is_some_and(|c| c.subscriptions > 0).into(),
     );
     body.extend(attributes(&channel, count, info));
+    if info.cache {
+        let cached = shard.cache_info(app.index, &channel);
+        body.insert("cache".into(), cache::info_json(cached.as_ref()));
+    }
     Ok(counted(&counts, Value::Object(body).to_string()))
 }
 
