@@ -76,6 +76,12 @@ impl Shard {
                 delta,
             } => self.home_subscription_count_changed(app, &channel, delta),
             ShardMsg::CacheMissed { app, channel } => self.home_cache_missed(app, &channel),
+            ShardMsg::RemoteSubscriptionCount {
+                node,
+                app,
+                channel,
+                subscriptions,
+            } => self.remote_subscription_count(&node, app, &channel, subscriptions),
         }
     }
 }

@@ -19,6 +19,7 @@
 //! | `remote_state` | the other nodes' members and channels, as kept here |
 //! | [`webhook_events`] | occupancy and subscription counts for webhooks |
 //! | [`cache`] | cache channels: each shard's last events, the replay to new subscribers |
+//! | `subscription_counts` | cluster-wide subscription counts: the channel event and the webhook |
 //!
 //! A `Shard` is built without sockets ([`Shard::new`]); the per-core runtime (`runtime`) gives it
 //! a listener, a mesh and a tick. Tests build shards the same way.
@@ -35,6 +36,7 @@ pub mod msg;
 pub mod publish;
 pub mod queries;
 mod remote_state;
+mod subscription_counts;
 mod webhook_events;
 
 use crate::app::{App, AppRegistry};

@@ -169,6 +169,17 @@ pub enum ShardMsg {
         /// Cache channel.
         channel: Arc<str>,
     },
+    /// To a channel's home shard: another node now has `subscriptions` of it.
+    RemoteSubscriptionCount {
+        /// The other node.
+        node: Arc<str>,
+        /// App registry index.
+        app: u32,
+        /// Channel.
+        channel: Arc<str>,
+        /// Its subscriptions there.
+        subscriptions: usize,
+    },
 }
 
 impl ShardMsg {
@@ -189,6 +200,7 @@ impl ShardMsg {
             ShardMsg::Occupancy { .. } => "occupancy",
             ShardMsg::SubscriptionDelta { .. } => "subscription_delta",
             ShardMsg::CacheMissed { .. } => "cache_missed",
+            ShardMsg::RemoteSubscriptionCount { .. } => "remote_subscription_count",
         }
     }
 }
