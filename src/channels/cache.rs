@@ -274,14 +274,6 @@ impl ChannelCache {
         })
     }
 
-    /// Removes `channel`'s entry (e.g. the app's cache was switched off).
-    pub fn forget(&mut self, app: u32, channel: &str) {
-        if let Some(cache) = self.apps.get_mut(&app) {
-            cache.remove(channel);
-        }
-        self.drop_if_empty(app);
-    }
-
     /// Removes every entry expired at `now`; call it from a periodic timer (e.g. every
     /// 10 seconds). Returns how many went.
     pub fn sweep(&mut self, now: Instant) -> usize {
@@ -324,17 +316,6 @@ fn frame_data(frame: &str) -> String {
         Some(serde_json::Value::String(text)) => text,
         Some(other) => other.to_string(),
         None => String::new(),
-    }
-}
-
-/// The `cache` attribute of `GET /channels/{name}?info=cache` (PROTOCOL.md §5.2):
-/// `{"data":"<the event's data string>","ttl":<seconds left>}`, or `null` when nothing is cached.
-/// What `data` holds is UNCONFIRMED for the hosted service; the publisher's `data` string is
-/// what an app needs to serve initial state (sockudo sends the whole event JSON instead).
-pub fn info_json(info: Option<&CacheInfo>) -> serde_json::Value {
-    match info {
-        Some(info) => serde_json::json!({ "data": info.data, "ttl": info.ttl_secs }),
-        None => serde_json::Value::Null,
     }
 }
 
@@ -429,13 +410,8 @@ mod tests {
             .unwrap();
         assert_eq!(info.data, r#"{"p":1}"#);
         assert_eq!(info.ttl_secs, 50);
-        assert_eq!(
-            info_json(Some(&info)),
-            serde_json::json!({"data": "{\"p\":1}", "ttl": 50})
-        );
         assert_eq!(cache.info(0, "cache-i", t0 + Duration::from_secs(60)), None);
         assert_eq!(cache.info(0, "cache-none", t0), None);
-        assert!(info_json(None).is_null());
         let absent = channel_event("e", "cache-j", EventData::Absent, None);
         cache.store(0, "cache-j", text_frame(&absent), t0, &limits());
         assert_eq!(cache.info(0, "cache-j", t0).unwrap().data, "");
@@ -514,9 +490,6 @@ mod tests {
             entry_bytes("cache-new", Some(&frame("cache-new", "b")))
         );
         assert_eq!(cache.sweep(t0 + Duration::from_secs(90)), 1);
-        assert!(cache.apps.is_empty());
-        cache.store(0, "cache-x", frame("cache-x", "c"), t0, &limits());
-        cache.forget(0, "cache-x");
         assert!(cache.apps.is_empty());
     }
 }

@@ -25,7 +25,6 @@
 //! `client-…` are therefore never stored, whichever node relayed them.
 
 use super::msg::ShardMsg;
-use super::publish::Delivery;
 use super::Shard;
 use crate::channels::cache::{CacheInfo, CacheLimits, CachedFrame, Replay};
 use crate::protocol::names::{self, CLIENT_EVENT_PREFIX};
@@ -69,11 +68,7 @@ impl Shard {
             presence: None,
             active: false,
         });
-        self.deliveries.push(Delivery::CacheJoin {
-            app: conn.app.index,
-            channel: Arc::from(channel),
-            socket: conn.socket_id,
-        });
+        self.queue_cache_join(conn.app.index, Arc::from(channel), conn.socket_id);
     }
 
     /// The fan-out job of [`Shard::subscribe_cache_channel`] (nothing if the socket left or

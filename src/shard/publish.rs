@@ -102,7 +102,7 @@ impl DeliveryQueue {
     }
 
     /// Queues `job` whatever the bound (producers bounded elsewhere).
-    pub(super) fn push(&self, job: Delivery) {
+    fn push(&self, job: Delivery) {
         let mut state = self.state.borrow_mut();
         state.jobs.push_back(job);
         if let Some(worker) = state.worker.take() {
@@ -307,6 +307,16 @@ impl Shard {
             channel,
             socket,
             outcome,
+        });
+    }
+
+    /// Queues the completion of a cache-channel subscription behind the deliveries already
+    /// queued (see `shard::cache`).
+    pub(super) fn queue_cache_join(&self, app: u32, channel: Arc<str>, socket: SocketId) {
+        self.deliveries.push(Delivery::CacheJoin {
+            app,
+            channel,
+            socket,
         });
     }
 
