@@ -12,11 +12,13 @@ import {
   appsConfig,
   nextOf,
   restClient,
+  shardOf,
   sleep,
   subscribed,
   uniqueName,
   useServer,
   waitFor,
+  webhookScope,
 } from './helpers.mjs';
 
 const TTL_SECS = 2;
@@ -147,4 +149,35 @@ test('a cached event expires after cache_ttl_secs', E2E, async () => {
   await sleep(TTL_SECS * 1000 + 1_200);
   const { seen } = await firstMessages(channel);
   assert.deepEqual(seen.map((m) => m.event), [SUCCEEDED, 'pusher:cache_miss']);
+});
+
+test('the cache_miss webhook goes once per channel however many subscribers miss, and passes the SDK validator', E2E, async () => {
+  const scope = webhookScope();
+  try {
+    const rx = await scope.receiver();
+    const hooked = await scope.server({ targets: [{ url: rx.url, events: ['cache_miss'] }], shards: 3 });
+    const channel = uniqueName('cache-hooked');
+    // Subscribers on every shard miss (the kernel spreads connections over the shards).
+    const shards = new Set();
+    for (let i = 0; i < 30 && shards.size < 3; i++) {
+      const pusher = await scope.connect(hooked);
+      shards.add(shardOf(pusher.connection.socket_id));
+      await nextOf(pusher.subscribe(channel), ['pusher:cache_miss'], 3_000);
+    }
+    assert.equal(shards.size, 3, 'subscribers on every shard');
+    const [entry] = await rx.waitForEvents((e) => e.channel === channel, 1);
+    assert.deepEqual(entry.event, { name: 'cache_miss', channel });
+    await sleep(800);
+    assert.equal(rx.events((e) => e.channel === channel).length, 1, 'one cache_miss webhook');
+    assert.deepEqual(rx.problems(), []);
+    // A channel with a cached event sends none.
+    const full = uniqueName('cache-hooked-full');
+    await restClient(hooked.port).trigger(full, 'e', {});
+    const pusher = await scope.connect(hooked);
+    await nextOf(pusher.subscribe(full), ['e'], 3_000);
+    await sleep(800);
+    assert.equal(rx.events((e) => e.channel === full).length, 0);
+  } finally {
+    await scope.cleanup();
+  }
 });
