@@ -30,9 +30,10 @@ impl Shard {
         if ChannelKind::of(channel) == ChannelKind::Presence {
             return Wanted::default();
         }
-        let Some(config) = self.app(app).map(|a| a.config.clone()) else {
+        let Some(app_now) = self.app(app) else {
             return Wanted::default();
         };
+        let config = &app_now.config;
         Wanted {
             events: config.enable_subscription_count_events,
             webhook: config.enable_subscription_count_webhooks && self.webhooks_enabled(app),

@@ -1,13 +1,28 @@
 // Cache channels and subscription counts across a cluster of three nodes joined through one
 // real Redis: a cache subscriber on one node gets what was last published on another; the
 // `pusher_internal:subscription_count` a subscriber sees is the sum over every node, a node
-// that joins late learns the others' counts, and a dead node's subscribers stop counting.
+// that joins late learns the others' counts, and a dead node's subscribers stop counting; the
+// `subscription_count` webhook carries the cluster-wide count, once per change.
 //
 // Needs redis-server (Debian package `redis-server`, or REDIS_SERVER=/path).
 
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { clusterPrefix, nextOf, record, sleep, subscribed, uniqueName, useCluster, waitFor } from './helpers.mjs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import {
+  clusterPrefix,
+  clusterScope,
+  nextOf,
+  record,
+  sleep,
+  startWebhookReceiver,
+  subscribed,
+  uniqueName,
+  useCluster,
+  waitFor,
+} from './helpers.mjs';
 
 const APP_TOML = 'enable_subscription_count_events = true\ncache_ttl_secs = 60';
 const ctx = useCluster({ nodes: 3, prefix: clusterPrefix('cache-counts'), nodeOptions: { appToml: APP_TOML } });
@@ -81,4 +96,42 @@ test('a node that joins late learns the counts of the others; a dead node stops 
   // Killed without a goodbye: the others drop it after node_timeout (3 s).
   await late.kill9();
   await lastCount(atA, 1, 'node0 after the late node died');
+});
+
+test('the subscription_count webhook is the cluster-wide count, sent once per change', T, async () => {
+  const rx = await startWebhookReceiver();
+  const scope = clusterScope({ prefix: clusterPrefix('count-webhook') });
+  const dirs = [];
+  try {
+    await scope.redis();
+    const nodes = [];
+    for (let i = 0; i < 2; i++) {
+      const dir = await mkdtemp(join(tmpdir(), 'warren-count-spool-'));
+      dirs.push(dir);
+      nodes.push(
+        await scope.node({
+          appToml: `enable_subscription_count_webhooks = true\nwebhooks = [{ url = "${rx.url}", events = ["subscription_count"] }]`,
+          extraToml: `\n[webhooks]\nspool_dir = "${dir}"\nbatch_window_ms = 0`,
+        }),
+      );
+    }
+    const name = uniqueName('counted-hooked');
+    const counts = () => rx.events((e) => e.channel === name).map((e) => e.subscription_count);
+    const a = await nodes[0].connect();
+    await subscribed(a, name);
+    await waitFor(() => counts().length === 1, PROPAGATION_MS, 'the first count');
+    await sleep(300); // node0's count has reached node1
+    const b = await nodes[1].connect();
+    await subscribed(b, name);
+    await waitFor(() => counts().length === 2, PROPAGATION_MS, 'the second count');
+    a.unsubscribe(name);
+    await waitFor(() => counts().length === 3, PROPAGATION_MS, 'the third count');
+    await sleep(500);
+    assert.deepEqual(counts(), [1, 2, 1], 'one webhook per change, each the sum over both nodes');
+    assert.deepEqual(rx.problems(), []);
+  } finally {
+    await scope.cleanup(false);
+    await rx.close();
+    await Promise.all(dirs.map((d) => rm(d, { recursive: true, force: true })));
+  }
 });
