@@ -14,8 +14,8 @@
 //! Bounds (`server.fanout_queue_jobs`): at the bound an HTTP publish is refused (429, counted as
 //! `warren_runtime_events_total{event="fanout_queue_full"}`), a peer's deliveries wait in the
 //! mesh (backpressure: the peer's HTTP publishes then wait for their barrier), and this shard's
-//! own client events and presence events still go in (they are bounded by the per-connection
-//! rate limits and the connection count).
+//! own client events, presence events and cache-channel subscriptions still go in (they are
+//! bounded by the per-connection rate and channel limits and the connection count).
 
 use super::msg::ShardMsg;
 use super::Shard;
