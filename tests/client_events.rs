@@ -155,8 +155,12 @@ fn client_events_on_public_channels_are_refused() {
     let mut sender = Client::connect(addr);
     let mut receiver = Client::connect(addr);
     for channel in ["public-room", "cache-room", "foo-private-bar"] {
-        sender.subscribe(channel);
-        receiver.subscribe(channel);
+        for client in [&mut sender, &mut receiver] {
+            client.subscribe(channel);
+            if channel.starts_with("cache-") {
+                client.expect_event("pusher:cache_miss");
+            }
+        }
         sender.trigger("client-x", channel, Some(json!({"a": 1})));
         let error = sender.expect_error();
         assert!(error["code"].is_null(), "{error}");

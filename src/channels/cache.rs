@@ -4,13 +4,15 @@
 //! `subscription_succeeded`; `pusher:cache_miss` (and one `cache_miss` webhook) when there is
 //! none.
 //!
-//! The shard that keeps a channel's cache is its home shard (`channels::home_shard`), and every
-//! node keeps its own copy (a publish is stored on every node it reaches), so a subscriber on any
-//! node finds what was published on any other. Entries hold the complete encoded channel-event
-//! frame, so a replay is one send of a shared `Arc<str>`.
+//! Every shard keeps a table of its own, updated in its fan-out order (so a replay is exact
+//! against the live deliveries, see `shard::cache`), and every node keeps its own (a publish is
+//! stored on every node it reaches), so a subscriber on any node finds what was published on any
+//! other. Entries hold the complete encoded WebSocket frame ([`CachedFrame`]), the very
+//! allocation every shard delivered: the shards' tables share the bytes, and a replay is one
+//! send of a shared buffer.
 //!
-//! Bounds, per app ([`CacheLimits`]): at most `max_channels` channels and `max_bytes` bytes
-//! (channel name + frame + a fixed per-entry overhead). At a bound the entries stored longest ago
+//! Bounds, per app and shard ([`CacheLimits`]): at most `max_channels` channels and `max_bytes`
+//! bytes (channel name + frame + a fixed per-entry overhead). At a bound the entries stored longest ago
 //! are evicted first (counted in `warren_cache_evictions_total`); an event larger than
 //! `max_bytes` on its own is not stored and removes the channel's older entry, so a replay never
 //! shows an event older than the last one published.
@@ -45,14 +47,14 @@ pub struct CacheLimits {
 }
 
 impl CacheLimits {
-    /// The limits one shard applies to `app`: its TTL, and its node-wide bounds split evenly
-    /// over the node's `shards` (each shard is home to a share of the channels).
-    pub fn for_app(app: &AppConfig, shards: usize) -> CacheLimits {
-        let shards = shards.max(1);
+    /// The limits each shard applies to `app`: its TTL and its node-wide bounds (every shard
+    /// keeps every cache channel; the frames' bytes are shared between the shards, so a node holds
+    /// them once).
+    pub fn for_app(app: &AppConfig) -> CacheLimits {
         CacheLimits {
             ttl: Duration::from_secs(app.cache_ttl_secs),
-            max_channels: app.max_cache_channels.div_ceil(shards),
-            max_bytes: app.max_cache_bytes.div_ceil(shards),
+            max_channels: app.max_cache_channels,
+            max_bytes: app.max_cache_bytes,
         }
     }
 }
@@ -67,10 +69,30 @@ impl Default for CacheLimits {
     }
 }
 
+/// An encoded channel event as the cache keeps it: the WebSocket frame every subscriber was
+/// sent (shared), and where its JSON text starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CachedFrame {
+    /// The whole frame (header and payload), as written to sockets.
+    pub frame: Arc<[u8]>,
+    /// Offset of the payload (the JSON text) in `frame`.
+    pub text_at: usize,
+}
+
+impl CachedFrame {
+    /// The event's JSON text (empty if the offset or the bytes are wrong).
+    pub fn text(&self) -> &str {
+        self.frame
+            .get(self.text_at..)
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or("")
+    }
+}
+
 #[derive(Debug)]
 struct Entry {
     /// The cached frame; `None` for a miss marker.
-    frame: Option<Arc<str>>,
+    frame: Option<CachedFrame>,
     expires_at: Instant,
     seq: u64,
     bytes: usize,
@@ -86,11 +108,11 @@ struct AppCache {
 }
 
 impl AppCache {
-    fn insert(&mut self, channel: &str, frame: Option<Arc<str>>, expires_at: Instant) {
+    fn insert(&mut self, channel: &str, frame: Option<CachedFrame>, expires_at: Instant) {
         self.remove(channel);
         let seq = self.next_seq;
         self.next_seq += 1;
-        let bytes = entry_bytes(channel, frame.as_deref());
+        let bytes = entry_bytes(channel, frame.as_ref());
         self.bytes += bytes;
         self.order.insert(seq, channel.into());
         self.entries.insert(
@@ -151,15 +173,15 @@ impl AppCache {
     }
 }
 
-fn entry_bytes(channel: &str, frame: Option<&str>) -> usize {
-    channel.len() + frame.map_or(0, str::len) + ENTRY_OVERHEAD_BYTES
+fn entry_bytes(channel: &str, frame: Option<&CachedFrame>) -> usize {
+    channel.len() + frame.map_or(0, |f| f.frame.len()) + ENTRY_OVERHEAD_BYTES
 }
 
 /// What a new subscriber of a cache channel gets.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Replay {
     /// Send this frame (the last event) right after `subscription_succeeded`.
-    Event(Arc<str>),
+    Event(CachedFrame),
     /// Send `pusher:cache_miss`; `webhook` says whether this miss also sends the `cache_miss`
     /// webhook (the first miss of the channel within a TTL).
     Miss {
@@ -190,7 +212,7 @@ impl ChannelCache {
         &mut self,
         app: u32,
         channel: &str,
-        frame: Arc<str>,
+        frame: CachedFrame,
         now: Instant,
         limits: &CacheLimits,
     ) {
@@ -241,7 +263,7 @@ impl ChannelCache {
     /// The cached event of `channel` for the HTTP API; `None` when there is none (`cache: null`).
     pub fn info(&self, app: u32, channel: &str, now: Instant) -> Option<CacheInfo> {
         let entry = self.apps.get(&app)?.entries.get(channel)?;
-        let frame = entry.frame.as_deref()?;
+        let frame = entry.frame.as_ref()?.text();
         let left = entry.expires_at.checked_duration_since(now)?;
         if left.is_zero() {
             return None;
@@ -250,14 +272,6 @@ impl ChannelCache {
             data: frame_data(frame),
             ttl_secs: left.as_secs_f64().ceil() as u64,
         })
-    }
-
-    /// Removes `channel`'s entry (e.g. the app's cache was switched off).
-    pub fn forget(&mut self, app: u32, channel: &str) {
-        if let Some(cache) = self.apps.get_mut(&app) {
-            cache.remove(channel);
-        }
-        self.drop_if_empty(app);
     }
 
     /// Removes every entry expired at `now`; call it from a periodic timer (e.g. every
@@ -305,24 +319,20 @@ fn frame_data(frame: &str) -> String {
     }
 }
 
-/// The `cache` attribute of `GET /channels/{name}?info=cache` (PROTOCOL.md §5.2):
-/// `{"data":"<the event's data string>","ttl":<seconds left>}`, or `null` when nothing is cached.
-/// What `data` holds is UNCONFIRMED for the hosted service; the publisher's `data` string is
-/// what an app needs to serve initial state (sockudo sends the whole event JSON instead).
-pub fn info_json(info: Option<&CacheInfo>) -> serde_json::Value {
-    match info {
-        Some(info) => serde_json::json!({ "data": info.data, "ttl": info.ttl_secs }),
-        None => serde_json::Value::Null,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::protocol::outbound::{channel_event, EventData};
 
-    fn frame(channel: &str, data: &str) -> Arc<str> {
-        Arc::from(channel_event("e", channel, EventData::Text(data), None))
+    fn frame(channel: &str, data: &str) -> CachedFrame {
+        text_frame(&channel_event("e", channel, EventData::Text(data), None))
+    }
+
+    fn text_frame(text: &str) -> CachedFrame {
+        CachedFrame {
+            frame: Arc::from(text.as_bytes()),
+            text_at: 0,
+        }
     }
 
     fn limits() -> CacheLimits {
@@ -333,14 +343,13 @@ mod tests {
     }
 
     #[test]
-    fn app_limits_are_split_over_the_shards() {
+    fn app_limits_are_the_apps() {
         let mut app = crate::config::Config::embedded_default().apps[0].clone();
         app.max_cache_channels = 10;
         app.max_cache_bytes = 1000;
-        let limits = CacheLimits::for_app(&app, 4);
+        let limits = CacheLimits::for_app(&app);
         assert_eq!(limits.ttl, DEFAULT_TTL);
-        assert_eq!((limits.max_channels, limits.max_bytes), (3, 250));
-        assert_eq!(CacheLimits::for_app(&app, 0).max_channels, 10);
+        assert_eq!((limits.max_channels, limits.max_bytes), (10, 1000));
     }
 
     #[test]
@@ -401,15 +410,10 @@ mod tests {
             .unwrap();
         assert_eq!(info.data, r#"{"p":1}"#);
         assert_eq!(info.ttl_secs, 50);
-        assert_eq!(
-            info_json(Some(&info)),
-            serde_json::json!({"data": "{\"p\":1}", "ttl": 50})
-        );
         assert_eq!(cache.info(0, "cache-i", t0 + Duration::from_secs(60)), None);
         assert_eq!(cache.info(0, "cache-none", t0), None);
-        assert!(info_json(None).is_null());
         let absent = channel_event("e", "cache-j", EventData::Absent, None);
-        cache.store(0, "cache-j", Arc::from(absent), t0, &limits());
+        cache.store(0, "cache-j", text_frame(&absent), t0, &limits());
         assert_eq!(cache.info(0, "cache-j", t0).unwrap().data, "");
     }
 
@@ -486,9 +490,6 @@ mod tests {
             entry_bytes("cache-new", Some(&frame("cache-new", "b")))
         );
         assert_eq!(cache.sweep(t0 + Duration::from_secs(90)), 1);
-        assert!(cache.apps.is_empty());
-        cache.store(0, "cache-x", frame("cache-x", "c"), t0, &limits());
-        cache.forget(0, "cache-x");
         assert!(cache.apps.is_empty());
     }
 }

@@ -137,6 +137,17 @@ pub enum Body {
     /// The link's own bookkeeping (re-publishing what a node missed); handled by the link,
     /// never handed to a shard.
     Link(LinkControl),
+    /// The origin node now has `subscriptions` of a non-presence channel (apps with
+    /// subscription counts only): for the cluster-wide `subscription_count` event and webhook.
+    /// Ordered, so a receiver keeps the latest.
+    SubscriptionCount {
+        /// App id.
+        app: String,
+        /// Channel.
+        channel: String,
+        /// Subscriptions on the origin node.
+        subscriptions: usize,
+    },
 }
 
 /// What the links of two nodes say to each other about the sequence of ordered envelopes.
@@ -224,6 +235,15 @@ mod tests {
                 body: Body::Link(LinkControl::Replay {
                     from: vec![("n1".into(), 3)],
                 }),
+            },
+            Envelope {
+                node: "n1".into(),
+                seq: 5,
+                body: Body::SubscriptionCount {
+                    app: "1".into(),
+                    channel: "c".into(),
+                    subscriptions: 2,
+                },
             },
             Envelope {
                 node: "n3".into(),

@@ -126,6 +126,8 @@ async fn handle_inner(
         .collect();
     let app = find_app(shard, app_id.as_deref(), &params)?;
     let app = &*app;
+    // The reader took up to the largest limit of any app; this app's own applies here.
+    super::events::check_body_size(body.len(), &app.config)?;
     let signed = SignedRequest {
         method: &head.method,
         path: &head.path,

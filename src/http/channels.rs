@@ -6,6 +6,7 @@
 use super::events::{self, InfoRequest};
 use super::{ApiError, Response};
 use crate::app::App;
+use crate::channels::cache::CacheInfo;
 use crate::protocol::names::{self, ChannelKind};
 use crate::shard::queries::{ChannelCount, Counts, Incomplete};
 use crate::shard::Shard;
@@ -98,10 +99,16 @@ pub(super) async fn channel_info(
     info: Option<&str>,
 ) -> Result<Response, ApiError> {
     let kind = events::validate_channel(&channel, &app.config)?;
-    let info = InfoRequest::parse(info.unwrap_or(""), &["user_count", "subscription_count"])?;
+    let allowed = ["user_count", "subscription_count", "cache"];
+    let info = InfoRequest::parse(info.unwrap_or(""), &allowed)?;
     if info.user_count && kind != ChannelKind::Presence {
         return Err(ApiError::bad_request(
             "user_count is only available for presence channels",
+        ));
+    }
+    if info.cache && !names::is_cache_channel(&channel) {
+        return Err(ApiError::bad_request(
+            "cache is only available for cache channels",
         ));
     }
     let counts = channel_counts(shard, app, std::slice::from_ref(&channel)).await?;
@@ -112,6 +119,10 @@ pub(super) async fn channel_info(
         count.is_some_and(|c| c.subscriptions > 0).into(),
     );
     body.extend(attributes(&channel, count, info));
+    if info.cache {
+        let cached = shard.cache_info(app.index, &channel);
+        body.insert("cache".into(), cache_json(cached.as_ref()));
+    }
     Ok(counted(&counts, Value::Object(body).to_string()))
 }
 
@@ -148,4 +159,33 @@ pub(super) async fn terminate(
     let closed = shard.terminate_everywhere(app, &user_id).await;
     tracing::debug!(app = app.id(), %user_id, closed, "terminated user connections");
     Ok(Response::json(200, "{}".into()))
+}
+
+/// The `cache` attribute of `GET /channels/{name}?info=cache` (PROTOCOL.md §5.2):
+/// `{"data":"<the event's data string>","ttl":<seconds left>}`, or `null` when nothing is cached.
+/// What `data` holds is UNCONFIRMED for the hosted service; the publisher's `data` string is
+/// what an app needs to serve initial state (sockudo sends the whole event JSON instead).
+fn cache_json(info: Option<&CacheInfo>) -> serde_json::Value {
+    match info {
+        Some(info) => serde_json::json!({ "data": info.data, "ttl": info.ttl_secs }),
+        None => serde_json::Value::Null,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_attribute_is_data_and_ttl_or_null() {
+        let info = CacheInfo {
+            data: r#"{"p":1}"#.into(),
+            ttl_secs: 50,
+        };
+        assert_eq!(
+            cache_json(Some(&info)),
+            json!({"data": "{\"p\":1}", "ttl": 50})
+        );
+        assert!(cache_json(None).is_null());
+    }
 }

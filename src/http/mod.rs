@@ -47,7 +47,8 @@ pub(crate) fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Largest request body accepted, in bytes; beyond it the answer is 413.
+/// Largest request body accepted when no app says otherwise (Pusher's 1 MiB); each app's
+/// `max_request_body_bytes` applies to its requests, beyond it the answer is 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// An HTTP response, written by the connection task.

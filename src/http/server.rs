@@ -36,7 +36,11 @@ pub async fn serve(shard: &Shard, stream: &mut TcpStream) -> Served {
     let limit = Duration::from_secs(shard.config.server.handshake_timeout);
     let mut buffered = Vec::new();
     loop {
-        let request = Box::pin(with_timeout(limit, read_request(stream, &mut buffered))).await;
+        let request = Box::pin(with_timeout(
+            limit,
+            read_request(shard, stream, &mut buffered),
+        ))
+        .await;
         let (head, body) = match request {
             Some(Ok(Some(request))) => request,
             Some(Ok(None)) => return Served::Closed,
@@ -79,6 +83,7 @@ pub async fn refuse(stream: &mut TcpStream, error: HeadError) {
 /// Reads one request: its head and, for plain HTTP, its body. For a WebSocket upgrade the "body"
 /// is whatever the client sent after the head.
 async fn read_request(
+    shard: &Shard,
     stream: &mut TcpStream,
     buffered: &mut Vec<u8>,
 ) -> Result<Option<(RequestHead, Vec<u8>)>, HeadError> {
@@ -88,7 +93,7 @@ async fn read_request(
     let body = if head.is_websocket() {
         std::mem::take(buffered)
     } else {
-        read_body(stream, &head, buffered).await?
+        read_body(shard, stream, &head, buffered).await?
     };
     Ok(Some((head, body)))
 }
@@ -119,13 +124,26 @@ async fn read_head(
     }
 }
 
+/// The largest `max_request_body_bytes` of the shard's current apps (the default without apps).
+fn largest_request_body(shard: &Shard) -> usize {
+    shard
+        .apps()
+        .iter()
+        .map(|a| a.config.max_request_body_bytes)
+        .max()
+        .unwrap_or(super::MAX_BODY_BYTES)
+}
+
 async fn read_body(
+    shard: &Shard,
     stream: &mut TcpStream,
     head: &RequestHead,
     buffered: &mut Vec<u8>,
 ) -> Result<Vec<u8>, HeadError> {
     let length = head.content_length.unwrap_or(0);
-    if length > super::MAX_BODY_BYTES {
+    // The app is not known yet: the largest limit of any app (of the latest reload) bounds what
+    // is buffered; the app's own limit is checked once the route names it (413 either way).
+    if length > largest_request_body(shard) {
         return Err(HeadError {
             status: 413,
             message: "Request body too large",

@@ -77,6 +77,8 @@ fn subscribe(shard: &Shard, conn: &Rc<Connection>, request: Subscribe<'_>) {
                 refusal.send(conn, channel);
             }
         }
+        // Completed on the shard's fan-out queue, with the replay (shard::cache).
+        Ok(_) if names::is_cache_channel(channel) => shard.subscribe_cache_channel(conn, channel),
         Ok(_) => {
             conn.add_subscription(Subscription {
                 channel: channel.into(),
@@ -249,10 +251,13 @@ fn check_client_event(
         .channel
         .as_deref()
         .ok_or_else(|| reject("no_channel", "Client event rejected: no channel given"))?;
-    if !names::valid_event_name(&event.event) {
+    if !names::valid_event_name_within(&event.event, app.max_event_name_length) {
         return Err(reject(
             "bad_name",
-            "Client event rejected: event name longer than 200 characters",
+            format!(
+                "Client event rejected: event name longer than {} characters",
+                app.max_event_name_length
+            ),
         ));
     }
     if !ChannelKind::of(channel).allows_client_events() {

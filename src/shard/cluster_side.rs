@@ -163,6 +163,10 @@ impl Shard {
                 )
             }
         }
+        // Subscription counts are not in the snapshot: each home shard shares its own.
+        let _ = self
+            .gather(|shard| shard.share_all_subscription_counts())
+            .await;
         if ask {
             link.publish(Body::Hello);
         }
@@ -273,6 +277,11 @@ impl Shard {
                 }
             }
             Body::Heartbeat | Body::Goodbye | Body::Link(_) => {}
+            Body::SubscriptionCount {
+                app,
+                channel,
+                subscriptions,
+            } => self.route_remote_subscription_count(node, &app, &channel, subscriptions),
         }
     }
 
@@ -302,6 +311,38 @@ impl Shard {
             occupied,
         };
         self.at_home(app, channel, here, there);
+    }
+
+    fn route_remote_subscription_count(
+        &self,
+        node: Arc<str>,
+        app: &str,
+        channel: &str,
+        subscriptions: usize,
+    ) {
+        let Some(app) = self.apps().by_id(app).map(|a| a.index) else {
+            return;
+        };
+        let here = |home: &Self| home.remote_subscription_count(&node, app, channel, subscriptions);
+        let there = |channel| ShardMsg::RemoteSubscriptionCount {
+            node: node.clone(),
+            app,
+            channel,
+            subscriptions,
+        };
+        self.at_home(app, channel, here, there);
+    }
+
+    /// Tells the other nodes that this node now has `subscriptions` of `channel`.
+    pub(super) fn share_subscription_count(&self, app: u32, channel: &str, subscriptions: usize) {
+        let (Some(link), Some(app)) = (self.link(), self.app_id(app)) else {
+            return;
+        };
+        link.publish(Body::SubscriptionCount {
+            app,
+            channel: channel.to_string(),
+            subscriptions,
+        });
     }
 
     fn route_snapshot(

@@ -15,6 +15,7 @@ impl Shard {
                 frame,
                 except,
                 published_at,
+                cached,
             } => {
                 let job = Delivery::Frame {
                     app,
@@ -22,6 +23,7 @@ impl Shard {
                     frame,
                     except,
                     published_at: Some(published_at),
+                    cached,
                 };
                 self.take_delivery(job).await
             }
@@ -73,6 +75,13 @@ impl Shard {
                 channel,
                 delta,
             } => self.home_subscription_count_changed(app, &channel, delta),
+            ShardMsg::CacheMissed { app, channel } => self.home_cache_missed(app, &channel),
+            ShardMsg::RemoteSubscriptionCount {
+                node,
+                app,
+                channel,
+                subscriptions,
+            } => self.remote_subscription_count(&node, app, &channel, subscriptions),
         }
     }
 }

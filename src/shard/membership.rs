@@ -206,6 +206,9 @@ impl Shard {
                         channel,
                         &roster_json,
                     ));
+                    if crate::protocol::names::is_cache_channel(channel) {
+                        self.send_cache_replay(&conn, channel);
+                    }
                 }
             }
             Joined::Full => {

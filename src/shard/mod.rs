@@ -18,10 +18,13 @@
 //! | [`cluster_queries`] | counts asked of and answered for the other nodes |
 //! | `remote_state` | the other nodes' members and channels, as kept here |
 //! | [`webhook_events`] | occupancy and subscription counts for webhooks |
+//! | [`cache`] | cache channels: each shard's last events, the replay to new subscribers |
+//! | `subscription_counts` | cluster-wide subscription counts: the channel event and the webhook |
 //!
 //! A `Shard` is built without sockets ([`Shard::new`]); the per-core runtime (`runtime`) gives it
 //! a listener, a mesh and a tick. Tests build shards the same way.
 
+pub mod cache;
 pub mod cluster_queries;
 pub mod cluster_side;
 pub mod gather;
@@ -33,9 +36,11 @@ pub mod msg;
 pub mod publish;
 pub mod queries;
 mod remote_state;
+mod subscription_counts;
 mod webhook_events;
 
 use crate::app::{App, AppRegistry};
+use crate::channels::cache::ChannelCache;
 use crate::channels::presence::PresenceRosters;
 use crate::channels::table::ChannelTable;
 use crate::config::Config;
@@ -114,6 +119,7 @@ pub struct Shard {
     deliveries: publish::DeliveryQueue,
     cluster: cluster_side::ClusterSide,
     webhooks: webhook_events::WebhookSide,
+    cache: RefCell<ChannelCache>,
     now: Cell<Instant>,
     next_counter: Cell<u64>,
 }
@@ -136,6 +142,7 @@ impl Shard {
             pending: RefCell::new(gather::Pending::default()),
             cluster: cluster_side::ClusterSide::new(parts.cluster),
             webhooks: webhook_events::WebhookSide::new(parts.webhooks),
+            cache: RefCell::default(),
             now: Cell::new(Instant::now()),
             next_counter: Cell::new(1),
         })

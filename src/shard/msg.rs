@@ -48,6 +48,8 @@ pub enum ShardMsg {
         except: Option<SocketId>,
         /// When the publish was made (for the publish-to-write latency metric).
         published_at: Instant,
+        /// Whether the frame becomes its cache channel's last event (see `shard::cache`).
+        cached: bool,
     },
     /// To the home shard: `socket` joins presence `channel` as `member`.
     PresenceJoin {
@@ -159,6 +161,25 @@ pub enum ShardMsg {
         /// +1 or -1.
         delta: i64,
     },
+    /// To a cache channel's home shard: a subscriber on the sending shard found nothing cached
+    /// (the home de-duplicates the `cache_miss` webhook).
+    CacheMissed {
+        /// App registry index.
+        app: u32,
+        /// Cache channel.
+        channel: Arc<str>,
+    },
+    /// To a channel's home shard: another node now has `subscriptions` of it.
+    RemoteSubscriptionCount {
+        /// The other node.
+        node: Arc<str>,
+        /// App registry index.
+        app: u32,
+        /// Channel.
+        channel: Arc<str>,
+        /// Its subscriptions there.
+        subscriptions: usize,
+    },
 }
 
 impl ShardMsg {
@@ -178,6 +199,8 @@ impl ShardMsg {
             ShardMsg::Nodes { .. } => "nodes",
             ShardMsg::Occupancy { .. } => "occupancy",
             ShardMsg::SubscriptionDelta { .. } => "subscription_delta",
+            ShardMsg::CacheMissed { .. } => "cache_missed",
+            ShardMsg::RemoteSubscriptionCount { .. } => "remote_subscription_count",
         }
     }
 }

@@ -7,13 +7,15 @@
 //! Ordering: a shard's queue is first in, first out, and a peer takes deliveries from one shard
 //! in the order they were sent (one ordered channel per pair). Presence completions (the roster
 //! sent to a joining socket) go through the same queue, so a member event computed after a
-//! roster reaches the socket after that roster, never before it and never twice.
+//! roster reaches the socket after that roster, never before it and never twice. Cache-channel
+//! subscriptions complete on the same queue, and each shard stores a cache channel's last event
+//! when it runs its delivery, so a replay and the live events never overlap (`shard::cache`).
 //!
 //! Bounds (`server.fanout_queue_jobs`): at the bound an HTTP publish is refused (429, counted as
 //! `warren_runtime_events_total{event="fanout_queue_full"}`), a peer's deliveries wait in the
 //! mesh (backpressure: the peer's HTTP publishes then wait for their barrier), and this shard's
-//! own client events and presence events still go in (they are bounded by the per-connection
-//! rate limits and the connection count).
+//! own client events, presence events and cache-channel subscriptions still go in (they are
+//! bounded by the per-connection rate and channel limits and the connection count).
 
 use super::msg::ShardMsg;
 use super::Shard;
@@ -43,6 +45,8 @@ pub(crate) enum Delivery {
         frame: SharedFrame,
         except: Option<SocketId>,
         published_at: Option<Instant>,
+        /// Whether the frame becomes its cache channel's last event (see `shard::cache`).
+        cached: bool,
     },
     /// Complete (or refuse) a presence subscription with the home shard's answer.
     FinishJoin {
@@ -50,6 +54,12 @@ pub(crate) enum Delivery {
         channel: Arc<str>,
         socket: SocketId,
         outcome: Joined,
+    },
+    /// Complete a subscription to a cache channel: subscribe, `subscription_succeeded`, replay.
+    CacheJoin {
+        app: u32,
+        channel: Arc<str>,
+        socket: SocketId,
     },
 }
 
@@ -230,7 +240,9 @@ impl Shard {
     ) {
         for channel in channels {
             let text = outbound::channel_event(event, channel, data, user_id);
-            self.publish_frame(app, Arc::from(*channel), shared_text_frame(&text), except);
+            let frame = shared_text_frame(&text);
+            let cached = super::cache::is_cached(channel, event);
+            self.fan_out(app, Arc::from(*channel), frame, except, cached);
         }
     }
 
@@ -242,6 +254,19 @@ impl Shard {
         frame: SharedFrame,
         except: Option<SocketId>,
     ) {
+        self.fan_out(app, channel, frame, except, false);
+    }
+
+    /// [`Shard::publish_frame`], `cached` saying whether each shard stores the frame as the
+    /// cache channel's last event when it runs the delivery.
+    fn fan_out(
+        &self,
+        app: u32,
+        channel: Arc<str>,
+        frame: SharedFrame,
+        except: Option<SocketId>,
+        cached: bool,
+    ) {
         let published_at = Instant::now();
         for peer in self.peers().collect::<Vec<_>>() {
             let message = ShardMsg::Deliver {
@@ -250,6 +275,7 @@ impl Shard {
                 frame: frame.clone(),
                 except,
                 published_at,
+                cached,
             };
             self.send_to(peer, message);
         }
@@ -259,6 +285,7 @@ impl Shard {
             frame,
             except,
             published_at: Some(published_at),
+            cached,
         });
     }
 
@@ -283,6 +310,16 @@ impl Shard {
         });
     }
 
+    /// Queues the completion of a cache-channel subscription behind the deliveries already
+    /// queued (see `shard::cache`).
+    pub(super) fn queue_cache_join(&self, app: u32, channel: Arc<str>, socket: SocketId) {
+        self.deliveries.push(Delivery::CacheJoin {
+            app,
+            channel,
+            socket,
+        });
+    }
+
     async fn run_delivery(&self, job: Delivery) {
         match job {
             Delivery::Frame {
@@ -291,7 +328,11 @@ impl Shard {
                 frame,
                 except,
                 published_at,
+                cached,
             } => {
+                if cached {
+                    self.cache_store(app, &channel, &frame);
+                }
                 self.deliver_local(app, &channel, &frame, except, published_at)
                     .await
             }
@@ -301,6 +342,11 @@ impl Shard {
                 socket,
                 outcome,
             } => self.finish_presence_join(app, &channel, socket, outcome),
+            Delivery::CacheJoin {
+                app,
+                channel,
+                socket,
+            } => self.finish_cache_join(app, &channel, socket),
         }
     }
 

@@ -20,6 +20,7 @@ impl Shard {
     pub(super) fn forget_node(&self, node: &str) {
         let events = self.presence.borrow_mut().drop_node(node);
         let vacated = self.webhooks.occupancy.borrow_mut().drop_node(node);
+        self.drop_node_subscription_counts(node, self.is_cluster_leader());
         if self.is_cluster_leader() {
             self.emit_removals(&events);
             for (app, channel) in vacated {

@@ -467,3 +467,6 @@ fn terminate_closes_the_users_sockets_on_every_shard() {
     });
     assert_eq!(closed.load(Ordering::Acquire), 2);
 }
+
+/// Cache channels' replay against live deliveries.
+mod cache;

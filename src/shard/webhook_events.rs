@@ -1,21 +1,20 @@
-//! What a shard reports to webhooks: node-wide (and, clustered, cluster-wide) occupancy and
-//! subscription counts, kept by each channel's home shard, and the events themselves. Nothing
+//! What a shard reports to webhooks: node-wide (and, clustered, cluster-wide) occupancy, kept by
+//! each channel's home shard, and the events themselves (subscription counts, which feed a
+//! webhook and a channel event, are in `shard::subscription_counts`). Nothing
 //! here runs for apps without webhook receivers.
 
 use super::{Shard, ShardMsg};
 use crate::channels::occupancy::Occupancy;
 use crate::channels::subscription_count::SubscriptionCounts;
-use crate::protocol::names::ChannelKind;
 use crate::webhooks::{WebhookEvent, Webhooks};
 use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// A shard's webhook state: where events go, and what the home shard counts for them.
 pub(super) struct WebhookSide {
     sink: Option<Arc<Webhooks>>,
     pub(super) occupancy: RefCell<Occupancy>,
-    subscription_counts: RefCell<SubscriptionCounts>,
+    pub(super) subscription_counts: RefCell<SubscriptionCounts>,
 }
 
 impl WebhookSide {
@@ -62,67 +61,6 @@ impl Shard {
                 occupied,
             },
         );
-    }
-
-    /// A subscription to a non-presence channel came or went: tell the channel's home shard,
-    /// for the `subscription_count` webhook (apps with the feature on only).
-    pub(super) fn subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
-        let wanted = self.webhooks_enabled(app)
-            && self
-                .app(app)
-                .is_some_and(|a| a.config.enable_subscription_count_webhooks)
-            && ChannelKind::of(channel) != ChannelKind::Presence;
-        if !wanted {
-            return;
-        }
-        self.at_home(
-            app,
-            channel,
-            |home| home.home_subscription_count_changed(app, channel, delta),
-            |channel| ShardMsg::SubscriptionDelta {
-                app,
-                channel,
-                delta,
-            },
-        );
-    }
-
-    pub(super) fn home_subscription_count_changed(&self, app: u32, channel: &str, delta: i64) {
-        let now = Instant::now();
-        let count = self
-            .webhooks
-            .subscription_counts
-            .borrow_mut()
-            .change(app, channel, delta, now);
-        if let Some(subscription_count) = count {
-            let channel = channel.to_string();
-            self.emit_webhook(
-                app,
-                WebhookEvent::SubscriptionCount {
-                    channel,
-                    subscription_count,
-                },
-            );
-        }
-    }
-
-    /// Sends the counts the 5-second throttle held back.
-    pub(super) fn send_due_subscription_counts(&self) {
-        let due = self
-            .webhooks
-            .subscription_counts
-            .borrow_mut()
-            .due(self.now());
-        for (app, channel, subscription_count) in due {
-            let channel = channel.into();
-            self.emit_webhook(
-                app,
-                WebhookEvent::SubscriptionCount {
-                    channel,
-                    subscription_count,
-                },
-            );
-        }
     }
 
     pub(super) fn home_occupancy_changed(&self, app: u32, channel: &str, occupied: bool) {

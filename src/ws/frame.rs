@@ -248,6 +248,18 @@ pub fn shared_text_frame(text: &str) -> SharedFrame {
     text_frame(text).into()
 }
 
+/// Where the payload of an unmasked frame starts: after its 2-, 4- or 10-byte header (RFC 6455
+/// §5.2); the frame's length when it is too short to have a header.
+pub fn payload_offset(frame: &[u8]) -> usize {
+    let at = match frame.get(1).map(|b| b & 0x7f) {
+        Some(126) => 4,
+        Some(127) => 10,
+        Some(_) => 2,
+        None => frame.len(),
+    };
+    at.min(frame.len())
+}
+
 /// A close frame with a code and a short reason (truncated to fit a control frame).
 pub fn close_frame(code: u16, reason: &str) -> Vec<u8> {
     let code: u16 = CloseCode::from(code).into();
@@ -273,6 +285,16 @@ pub fn pong_frame(payload: &[u8]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn payload_offset_skips_each_header_size() {
+        for len in [0, 125, 126, 65_535, 65_536] {
+            let text = "x".repeat(len);
+            let frame = shared_text_frame(&text);
+            assert_eq!(&frame[payload_offset(&frame)..], text.as_bytes(), "{len}");
+        }
+        assert_eq!(payload_offset(&[0x81]), 1);
+    }
 
     /// A masked client frame, as a browser would send it.
     fn client_frame(opcode: u8, fin: bool, payload: &[u8]) -> Vec<u8> {

@@ -618,10 +618,11 @@ export const clusterPrefix = (label) => `warren-test-${label}-${process.pid}-${D
 
 /**
  * TOML for one cluster node: `[server]`, the default app and `[cluster]`.
- * `extraToml` goes at the very end (bare keys there land in `[cluster]`).
+ * `extraToml` goes at the very end (bare keys there land in `[cluster]`); `appToml` inside the
+ * default app's table.
  * `nodeTimeout` / `heartbeatInterval` null: the line is left out (the server's default).
  */
-export function clusterConfig({ redisPort, prefix, nodeTimeout = 3, heartbeatInterval = 1, extraToml = '' }) {
+export function clusterConfig({ redisPort, prefix, nodeTimeout = 3, heartbeatInterval = 1, extraToml = '', appToml = '' }) {
   return `
 [server]
 activity_timeout = 120
@@ -631,6 +632,7 @@ shutdown_grace = 1
 id = "${DEFAULT_APP.id}"
 key = "${DEFAULT_APP.key}"
 secret = "${DEFAULT_APP.secret}"
+${appToml}
 
 [cluster]
 redis_url = "redis://127.0.0.1:${redisPort}/0"
@@ -664,13 +666,14 @@ export async function startNode({
   prefix,
   shards = 2,
   extraToml = '',
+  appToml = '',
   nodeTimeout,
   heartbeatInterval,
   name = 'node',
   waitReady = true,
   readyTimeoutMs = 10_000,
 }) {
-  const config = clusterConfig({ redisPort, prefix, nodeTimeout, heartbeatInterval, extraToml });
+  const config = clusterConfig({ redisPort, prefix, nodeTimeout, heartbeatInterval, extraToml, appToml });
   const server = await startServer({ config, shards });
   const clients = [];
   const node = Object.assign(server, {

@@ -203,6 +203,23 @@ def test_member_added_webhook_passes_sdk_validation(webhooks, sockets):
     assert_validated(server, request, event)
 
 
+def test_member_added_with_a_numeric_user_id_is_a_string_the_sdk_validates(webhooks, sockets):
+    """The one user_id rule (issue 11): an integer user_id in channel_data is sent as its decimal
+    text in the webhook, and the SDK's validate_webhook accepts it."""
+    server, receiver = webhooks
+    room = unique("presence-py-num")
+    sock = sockets()
+    auth = sdk(server.port).authenticate(
+        channel=room, socket_id=sock.socket_id, custom_data={"user_id": 42, "user_info": {"n": 1}}
+    )
+    sock.subscribe(room, auth["auth"], auth["channel_data"])
+    request, event = receiver.wait_for(
+        lambda e: e.get("channel") == room and e.get("name") == "member_added", what="member_added"
+    )
+    assert event == {"name": "member_added", "channel": room, "user_id": "42"}
+    assert_validated(server, request, event)
+
+
 def test_client_event_webhook_passes_sdk_validation(webhooks, sockets):
     server, receiver = webhooks
     channel = unique("private-py-wh")
