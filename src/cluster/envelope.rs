@@ -135,6 +135,26 @@ pub enum Body {
     /// The link's own bookkeeping (re-publishing what a node missed); handled by the link,
     /// never handed to a shard.
     Link(LinkControl),
+    /// The origin node's first socket of a user signed in (watchlists: the user is online).
+    UserOnline(UserEntry),
+    /// The origin node's last signed-in socket of a user is gone.
+    UserOffline(UserEntry),
+    /// Every user with a signed-in socket on the origin node, replacing what others knew of it
+    /// (sent after [`Body::Snapshot`]).
+    UserSnapshot {
+        /// Its signed-in users.
+        users: Vec<UserEntry>,
+    },
+}
+
+/// One node-level sign-in contribution: the origin node has at least one socket signed in as
+/// the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEntry {
+    /// App id.
+    pub app: String,
+    /// The signed-in user id.
+    pub user_id: String,
 }
 
 /// What the links of two nodes say to each other about the sequence of ordered envelopes.
@@ -222,6 +242,16 @@ mod tests {
                 body: Body::Link(LinkControl::Replay {
                     from: vec![("n1".into(), 3)],
                 }),
+            },
+            Envelope {
+                node: "n3".into(),
+                seq: 5,
+                body: Body::UserSnapshot {
+                    users: vec![UserEntry {
+                        app: "1".into(),
+                        user_id: "u".into(),
+                    }],
+                },
             },
             Envelope {
                 node: "n3".into(),

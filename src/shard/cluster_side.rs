@@ -153,6 +153,7 @@ impl Shard {
                             (p, o)
                         });
                 link.publish(Body::Snapshot { presence, occupied });
+                self.announce_users(&link).await;
             }
             Err(missing) => {
                 tracing::warn!(
@@ -271,6 +272,9 @@ impl Shard {
                 }
             }
             Body::Heartbeat | Body::Goodbye | Body::Link(_) => {}
+            Body::UserOnline(entry) => self.route_remote_user(node, entry, true),
+            Body::UserOffline(entry) => self.route_remote_user(node, entry, false),
+            Body::UserSnapshot { users } => self.route_user_snapshot(node, users),
         }
     }
 

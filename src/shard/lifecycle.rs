@@ -33,6 +33,7 @@ impl Shard {
         self.now.set(Instant::now());
         if sweep {
             self.sweep_liveness();
+            self.close_unauthorized();
         }
         self.send_due_subscription_counts();
         self.apply_reloaded_apps();

@@ -18,6 +18,8 @@
 //! | [`cluster_queries`] | counts asked of and answered for the other nodes |
 //! | `remote_state` | the other nodes' members and channels, as kept here |
 //! | [`webhook_events`] | occupancy and subscription counts for webhooks |
+//! | [`users`] | signed-in users: sign-in and out, online sets at users' home shards, watchlists |
+//! | `cluster_users` | signed-in users to and from the other nodes (wire types end here too) |
 //!
 //! A `Shard` is built without sockets ([`Shard::new`]); the per-core runtime (`runtime`) gives it
 //! a listener, a mesh and a tick. Tests build shards the same way.
@@ -34,6 +36,9 @@ pub mod publish;
 pub mod queries;
 mod remote_state;
 mod webhook_events;
+// Added at the end for the users feature (issue 11).
+mod cluster_users;
+pub mod users;
 
 use crate::app::{App, AppRegistry};
 use crate::channels::presence::PresenceRosters;
@@ -114,6 +119,7 @@ pub struct Shard {
     deliveries: publish::DeliveryQueue,
     cluster: cluster_side::ClusterSide,
     webhooks: webhook_events::WebhookSide,
+    users: users::UserSide,
     now: Cell<Instant>,
     next_counter: Cell<u64>,
 }
@@ -136,6 +142,7 @@ impl Shard {
             pending: RefCell::new(gather::Pending::default()),
             cluster: cluster_side::ClusterSide::new(parts.cluster),
             webhooks: webhook_events::WebhookSide::new(parts.webhooks),
+            users: users::UserSide::default(),
             now: Cell::new(Instant::now()),
             next_counter: Cell::new(1),
         })
@@ -192,12 +199,14 @@ impl Shard {
 
     /// Adds a new connection to this shard's table.
     pub fn register(&self, conn: Rc<Connection>) {
+        self.watch_signin_deadline(&conn);
         self.connections.borrow_mut().insert(conn.local_id(), conn);
     }
 
-    /// Removes a closed connection: leaves its channels and presence rosters.
+    /// Removes a closed connection: leaves its channels and presence rosters, signs it out.
     pub fn unregister(&self, conn: &Rc<Connection>) {
         self.connections.borrow_mut().remove(&conn.local_id());
+        self.sign_out(conn);
         for subscription in conn.take_subscriptions() {
             self.leave_channel(conn, subscription);
         }
