@@ -87,12 +87,15 @@ impl Shard {
         let id = self
             .signed_in_user(socket)
             .unwrap_or_else(|| user.id.clone());
-        self.at_user_home(app, &id, |home| home.home_signed_in(app, &id), || {
-            ShardMsg::UserSignedIn {
+        self.at_user_home(
+            app,
+            &id,
+            |home| home.home_signed_in(app, &id),
+            || ShardMsg::UserSignedIn {
                 app,
                 user: id.clone(),
-            }
-        });
+            },
+        );
         let groups = group_by_home(app, &user.watchlist, self.shards);
         if !groups.is_empty() {
             let waiting = InitialStatuses {
@@ -125,12 +128,15 @@ impl Shard {
         };
         self.users.initial.borrow_mut().remove(&conn.socket_id);
         let (app, user) = (out.app, out.user);
-        self.at_user_home(app, &user, |home| home.home_signed_out(app, &user), || {
-            ShardMsg::UserSignedOut {
+        self.at_user_home(
+            app,
+            &user,
+            |home| home.home_signed_out(app, &user),
+            || ShardMsg::UserSignedOut {
                 app,
                 user: user.clone(),
-            }
-        });
+            },
+        );
     }
 
     /// Whether `conn` is signed in as `user_id` (for `terminate_connections`).
@@ -344,8 +350,7 @@ impl Shard {
         for local_id in due {
             let conn = self.connections.borrow().get(&local_id).cloned();
             let Some(conn) = conn else { continue };
-            if self.signed_in_user(conn.socket_id).is_some() || conn.has_authorized_subscription()
-            {
+            if self.signed_in_user(conn.socket_id).is_some() || conn.has_authorized_subscription() {
                 continue;
             }
             let refusal = SigninError::Timeout;
