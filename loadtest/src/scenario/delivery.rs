@@ -501,6 +501,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
                 source: plan.target.source_ip(i, common.source_ips),
                 channels: vec![plan.channels[plan.channel_of[i] as usize].clone()],
                 channel_data: None,
+                user_data: None,
             })
             .collect();
         let pool = Pool::new(
@@ -539,6 +540,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
                 source: plan.target.source_ip(n + i, common.source_ips),
                 channels: vec![plan.channels[0].clone()],
                 channel_data: None,
+                user_data: None,
             })
             .collect();
         let pool = Pool::new(plan.target.clone(), &common.key, &common.secret, specs, 16)
@@ -568,6 +570,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
                     source: plan.target.source_ip(n + senders + i, common.source_ips),
                     channels: vec![plan.channels[0].clone()],
                     channel_data: None,
+                    user_data: None,
                 })
                 .collect();
             let pool = Pool::new(
