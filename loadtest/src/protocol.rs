@@ -170,6 +170,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn signs_the_documented_user_vector() {
+        // PROTOCOL.md §4.2: socket 1234.1234, user_data {"id":"12345"}.
+        let auth = signin_auth(
+            "278d425bdf160c739803",
+            "7ad3773142a6692b25b8",
+            "1234.1234",
+            r#"{"id":"12345"}"#,
+        );
+        assert_eq!(
+            auth,
+            "278d425bdf160c739803:4708d583dada6a56435fb8bc611c77c359a31eebde13337c16ab43aa6de336ba"
+        );
+    }
+
+    #[test]
     fn signs_the_documented_test_vector() {
         let auth = private_channel_auth(
             "278d425bdf160c739803",
