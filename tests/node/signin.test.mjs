@@ -5,7 +5,12 @@
 import assert from 'node:assert/strict';
 import { afterEach, test } from 'node:test';
 import {
+  DEFAULT_APP,
   E2E,
+  appsConfig,
+  createClient,
+  startServer,
+  waitForState,
   errorCode,
   record,
   restClient,
@@ -167,4 +172,26 @@ test('terminate_connections closes every signed-in socket of the user', E2E, asy
   }
   await sleep(200);
   assert.equal(bystander.connection.state, 'connected');
+});
+
+test('signin_timeout_secs closes sockets that neither sign in nor authorize a channel', E2E, async (t) => {
+  const server = await startServer({
+    config: appsConfig([{ ...DEFAULT_APP, signin_timeout_secs: 1 }]),
+  });
+  t.after(() => server.stop());
+  const idle = createClient(server.port);
+  const privateOnly = createClient(server.port);
+  track(idle);
+  track(privateOnly);
+  const signedInSocket = await signedIn(server.port, auth.url, { user: uniqueName('in-time') }, track);
+  await waitForState(idle, 'connected');
+  await waitForState(privateOnly, 'connected');
+  await subscribed(privateOnly, uniqueName('private-authorized'));
+  const errors = record(idle.connection, 'error');
+  await errors.atLeast(1, 5_000);
+  assert.equal(errorCode(errors.data[0]), 4009);
+  assert.match(errors.data[0].data.message, /not authorized within timeout/);
+  await sleep(1_500);
+  assert.equal(signedInSocket.connection.state, 'connected');
+  assert.equal(privateOnly.connection.state, 'connected');
 });
