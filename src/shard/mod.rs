@@ -232,3 +232,5 @@ impl Shard {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod users_tests;
