@@ -9,6 +9,9 @@ use std::time::Duration;
 
 const USERS: usize = 40;
 
+/// What the watcher saw: `watchlist_events` frames, its final view, ids in the first frame.
+type Seen = (usize, Vec<(String, bool)>, usize);
+
 /// What a watcher believes after applying its `watchlist_events` in order: (id, online).
 fn watcher_view(messages: &[serde_json::Value]) -> (usize, Vec<(String, bool)>) {
     let mut view: Vec<(String, bool)> = Vec::new();
@@ -39,7 +42,7 @@ fn a_watcher_signing_in_while_its_users_sign_in_elsewhere_ends_with_every_user_o
     // it must end seeing every user online, and its first event must list all watched ids.
     let process = Arc::new(ProcessState::default());
     let steps = Arc::new(Steps::default());
-    let result: Arc<Mutex<Option<(usize, Vec<(String, bool)>, usize)>>> = Arc::default();
+    let result: Arc<Mutex<Option<Seen>>> = Arc::default();
     let (s, r) = (steps.clone(), result.clone());
     run_shards(config(4), process, move |shard| {
         let (steps, result) = (s.clone(), r.clone());
