@@ -527,7 +527,8 @@ impl Pool {
                     );
                 }
                 if let Some(user_data) = &conn.spec.user_data {
-                    let auth = protocol::signin_auth(&self.key, &self.secret, &socket_id, user_data);
+                    let auth =
+                        protocol::signin_auth(&self.key, &self.secret, &socket_id, user_data);
                     let signin = protocol::signin_message(&auth, user_data);
                     ws::write_masked_frame(
                         &mut conn.tx,
@@ -537,7 +538,8 @@ impl Pool {
                     );
                 }
                 conn.socket_id = Some(socket_id);
-                conn.pending = conn.spec.channels.len() + usize::from(conn.spec.user_data.is_some());
+                conn.pending =
+                    conn.spec.channels.len() + usize::from(conn.spec.user_data.is_some());
                 conn.state = State::Subscribing;
                 conn.flush()?;
                 if conn.pending == 0 {
