@@ -1,8 +1,10 @@
 // Cross-node publish-to-receive latency: a pusher-js client on node A, `POST /events` on node B.
 // Each event carries its send time; prints p50/p90/p99/max in ms. Low rate: this measures the
-// path (API -> Redis -> other node -> socket), not throughput.
+// path (API -> Redis -> other node -> socket), not throughput. With `--user`, the client signs in
+// (the script signs `user_data` itself with the SDK's authenticateUser) and the events go through
+// `sendToUser` to `#server-to-user-latency-user` instead of a public channel.
 //
-//   node loadtest/scripts/cluster-latency.mjs --a 6501 --b 6502 [--count 2000] [--rate 200]
+//   node loadtest/scripts/cluster-latency.mjs --a 6501 --b 6502 [--count 2000] [--rate 200] [--user]
 import Pusher from 'pusher-js';
 import PusherServer from 'pusher';
 
@@ -14,18 +16,34 @@ const [portA, portB] = [arg('a', 6501), arg('b', 6502)];
 const count = arg('count', 2000);
 const rate = arg('rate', 200);
 
+const toUser = process.argv.includes('--user');
+const USER = 'latency-user';
+const api = new PusherServer({ appId: '1', key: 'app-key', secret: 'app-secret', host: '127.0.0.1', port: String(portB), useTLS: false });
 const client = new Pusher('app-key', {
   wsHost: '127.0.0.1', wsPort: portA, forceTLS: false, enabledTransports: ['ws'],
   disableStats: true, cluster: 'mt1',
+  userAuthentication: {
+    customHandler: ({ socketId }, callback) => callback(null, api.authenticateUser(socketId, { id: USER })),
+  },
 });
-const api = new PusherServer({ appId: '1', key: 'app-key', secret: 'app-secret', host: '127.0.0.1', port: String(portB), useTLS: false });
-const channel = client.subscribe('latency');
-await new Promise((resolve) => channel.bind('pusher:subscription_succeeded', resolve));
+let receiver;
+if (toUser) {
+  client.signin();
+  // Signed in once pusher-js has subscribed to its #server-to-user- channel.
+  await new Promise((resolve) => client.connection.bind('message', (m) => {
+    if (m.event === 'pusher_internal:subscription_succeeded' && m.channel === `#server-to-user-${USER}`) resolve();
+  }));
+  receiver = client.user;
+} else {
+  receiver = client.subscribe('latency');
+  await new Promise((resolve) => receiver.bind('pusher:subscription_succeeded', resolve));
+}
+const send = (data) => (toUser ? api.sendToUser(USER, 'tick', data) : api.trigger('latency', 'tick', data));
 
 const samples = [];
-channel.bind('tick', ({ sent }) => samples.push(Number(process.hrtime.bigint() - BigInt(sent)) / 1e6));
+receiver.bind('tick', ({ sent }) => samples.push(Number(process.hrtime.bigint() - BigInt(sent)) / 1e6));
 for (let i = 0; i < count; i++) {
-  await api.trigger('latency', 'tick', { sent: process.hrtime.bigint().toString() });
+  await send({ sent: process.hrtime.bigint().toString() });
   await new Promise((resolve) => setTimeout(resolve, 1000 / rate));
 }
 await new Promise((resolve) => setTimeout(resolve, 1000));

@@ -329,6 +329,10 @@ pub struct IdleArgs {
     /// Extra seconds to keep the connections open after sampling (watching for drops).
     #[arg(long, default_value_t = 0)]
     pub hold_secs: u64,
+    /// Sign every connection in (`pusher:signin`, user `loadtest-user-{i}`, signed by the
+    /// harness with `--secret`) before it subscribes: the memory of a signed-in idle socket.
+    #[arg(long)]
+    pub signin: bool,
 }
 
 /// Options of the `client-events` scenario.

@@ -106,6 +106,9 @@ pub struct ConnSpec {
     pub channels: Vec<String>,
     /// The `channel_data` (user id and info) sent and signed for `presence-` channels.
     pub channel_data: Option<String>,
+    /// A `user_data` to sign in with (`pusher:signin`, signed with the pool's secret) before
+    /// subscribing; the connection counts as subscribed once `pusher:signin_success` came too.
+    pub user_data: Option<String>,
 }
 
 /// What [`Pool::poll`] reports.
@@ -219,6 +222,14 @@ impl Pool {
             concurrency: concurrency.max(1),
             events: vec![libc::epoll_event { events: 0, u64: 0 }; EVENTS_PER_WAIT],
         })
+    }
+
+    /// Makes every connection sign in before subscribing, the `k`-th (in spec order) with the
+    /// `user_data` `user_data_of(k)`.
+    pub fn sign_in_each(&mut self, user_data_of: impl Fn(usize) -> String) {
+        for (i, conn) in self.conns.iter_mut().enumerate() {
+            conn.spec.user_data = Some(user_data_of(i));
+        }
     }
 
     /// Starts connections up to the concurrency limit, waits up to `timeout` for socket events
@@ -515,8 +526,20 @@ impl Pool {
                         rand::random(),
                     );
                 }
+                if let Some(user_data) = &conn.spec.user_data {
+                    let auth =
+                        protocol::signin_auth(&self.key, &self.secret, &socket_id, user_data);
+                    let signin = protocol::signin_message(&auth, user_data);
+                    ws::write_masked_frame(
+                        &mut conn.tx,
+                        opcode::TEXT,
+                        signin.as_bytes(),
+                        rand::random(),
+                    );
+                }
                 conn.socket_id = Some(socket_id);
-                conn.pending = conn.spec.channels.len();
+                conn.pending =
+                    conn.spec.channels.len() + usize::from(conn.spec.user_data.is_some());
                 conn.state = State::Subscribing;
                 conn.flush()?;
                 if conn.pending == 0 {
@@ -532,12 +555,12 @@ impl Pool {
                         String::from_utf8_lossy(text).into_owned(),
                     ));
                 }
-                if msg.event == protocol::SUBSCRIPTION_SUCCEEDED
+                let subscribed = msg.event == protocol::SUBSCRIPTION_SUCCEEDED
                     && msg
                         .channel
                         .as_deref()
-                        .is_some_and(|c| conn.spec.channels.iter().any(|s| s == c))
-                {
+                        .is_some_and(|c| conn.spec.channels.iter().any(|s| s == c));
+                if subscribed || msg.event == protocol::SIGNIN_SUCCESS {
                     if msg
                         .channel
                         .as_deref()
@@ -708,6 +731,7 @@ mod tests {
             source: None,
             channels: vec!["c".into()],
             channel_data: None,
+            user_data: None,
         };
         let mut pool = Pool::new(target, "k", "s", vec![spec], 1).unwrap();
         let mut failed = false;

@@ -148,6 +148,26 @@ pub enum Body {
         /// Subscriptions on the origin node.
         subscriptions: usize,
     },
+    /// The origin node's first socket of a user signed in (watchlists: the user is online).
+    UserOnline(UserEntry),
+    /// The origin node's last signed-in socket of a user is gone.
+    UserOffline(UserEntry),
+    /// Every user with a signed-in socket on the origin node, replacing what others knew of it
+    /// (sent after [`Body::Snapshot`]).
+    UserSnapshot {
+        /// Its signed-in users.
+        users: Vec<UserEntry>,
+    },
+}
+
+/// One node-level sign-in contribution: the origin node has at least one socket signed in as
+/// the user.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserEntry {
+    /// App id.
+    pub app: String,
+    /// The signed-in user id.
+    pub user_id: String,
 }
 
 /// What the links of two nodes say to each other about the sequence of ordered envelopes.
@@ -243,6 +263,16 @@ mod tests {
                     app: "1".into(),
                     channel: "c".into(),
                     subscriptions: 2,
+                },
+            },
+            Envelope {
+                node: "n3".into(),
+                seq: 5,
+                body: Body::UserSnapshot {
+                    users: vec![UserEntry {
+                        app: "1".into(),
+                        user_id: "u".into(),
+                    }],
                 },
             },
             Envelope {

@@ -224,10 +224,19 @@ fn parse_channels(object: &Map<String, Value>, app: &AppConfig) -> Result<Vec<St
 }
 
 /// Checks a channel name given to the HTTP API.
+/// `#server-to-user-{id}` (the SDKs' `sendToUser`) must name a valid user id, one a socket can
+/// sign in as; anything else is 400.
 pub fn validate_channel(channel: &str, app: &AppConfig) -> Result<ChannelKind, ApiError> {
-    names::validate_channel_name(channel, app.max_channel_name_length).map_err(|invalid| {
-        ApiError::bad_request(invalid.message(channel, app.max_channel_name_length))
-    })
+    let kind =
+        names::validate_channel_name(channel, app.max_channel_name_length).map_err(|invalid| {
+            ApiError::bad_request(invalid.message(channel, app.max_channel_name_length))
+        });
+    if channel.starts_with(names::SERVER_TO_USER_PREFIX) {
+        let id = names::server_to_user_id(channel).unwrap_or("");
+        crate::protocol::signin::validate_user_id(id)
+            .map_err(|why| ApiError::bad_request(format!("Invalid user id in {channel}: {why}")))?;
+    }
+    kind
 }
 
 #[cfg(test)]
@@ -292,6 +301,17 @@ mod tests {
                     r#"{{"name":"{}","data":"x","channel":"c"}}"#,
                     "e".repeat(201)
                 ),
+                400,
+            ),
+            (
+                format!(
+                    r##"{{"name":"e","data":"x","channel":"#server-to-user-{}"}}"##,
+                    "u".repeat(129)
+                ),
+                400,
+            ),
+            (
+                r##"{"name":"e","data":"x","channel":"#server-to-user-"}"##.into(),
                 400,
             ),
             (too_many, 400),

@@ -51,10 +51,7 @@ pub fn handle_text(shard: &Shard, conn: &Rc<Connection>, text: &str) {
         ClientMessage::Subscribe(request) => subscribe(shard, conn, request),
         ClientMessage::Unsubscribe { channel } => unsubscribe(shard, conn, &channel),
         ClientMessage::ClientEvent(event) => client_event(shard, conn, event),
-        ClientMessage::Signin(_) => conn.send_error(
-            Some(codes::UNAUTHORIZED),
-            "User sign-in (pusher:signin) is not supported by this server yet",
-        ),
+        ClientMessage::Signin(request) => sign_in(shard, conn, &request),
         ClientMessage::Unknown(event) => conn.send_error(
             None,
             &format!("Unsupported event received on socket: '{event}'"),
@@ -114,9 +111,7 @@ fn check_subscription(
         return Err(SubscriptionRefusal::Limit(message));
     }
     if kind == ChannelKind::ServerToUser {
-        let message =
-            "#server-to-user channels need user sign-in, which this server does not support yet";
-        return Err(SubscriptionRefusal::Auth(message.into()));
+        check_own_user_channel(shard, conn, channel)?;
     }
     if !kind.needs_auth() {
         return Ok((kind, None));
@@ -125,6 +120,50 @@ fn check_subscription(
     let signed = auth::verify_subscription(app.key(), app.secret(), &socket_id, request)
         .map_err(|e| SubscriptionRefusal::Auth(e.0))?;
     Ok((kind, signed))
+}
+
+/// `#server-to-user-{id}` needs no signature, only a socket signed in as `id` (pusher-js
+/// subscribes to it after `pusher:signin_success`; PROTOCOL.md §5.2).
+fn check_own_user_channel(
+    shard: &Shard,
+    conn: &Connection,
+    channel: &str,
+) -> Result<(), SubscriptionRefusal> {
+    let user = shard.signed_in_user(conn.socket_id);
+    if user.as_deref() == names::server_to_user_id(channel) && user.is_some() {
+        return Ok(());
+    }
+    Err(SubscriptionRefusal::Auth(format!(
+        "{channel} is only for a connection signed in as that user"
+    )))
+}
+
+/// `pusher:signin`: verifies it, answers `pusher:signin_success` (and the watchlist warning),
+/// then registers the user with the shard; a refusal is a `pusher:error` and changes nothing.
+fn sign_in(shard: &Shard, conn: &Rc<Connection>, request: &inbound::Signin<'_>) {
+    let Some(app) = shard.app(conn.app.index) else {
+        return;
+    };
+    let current = shard.signed_in_user(conn.socket_id);
+    let socket_id = conn.socket_id.to_string();
+    let signed = auth::signin::sign_in(
+        app.key(),
+        app.secret(),
+        &socket_id,
+        current.as_ref(),
+        request,
+    );
+    let user = match signed {
+        Ok(user) => user,
+        Err(refusal) => return conn.send_text(&refusal.error_frame()),
+    };
+    conn.send_text(&outbound::signin_success(&request.user_data));
+    if let Some(over) = user.watchlist_over_limit {
+        conn.send_text(&over.error_frame(&user.watchlist));
+    }
+    if let Err(refusal) = shard.sign_in(conn, &user) {
+        conn.send_text(&refusal.error_frame());
+    }
 }
 
 /// Starts a presence join (the answer comes back from the channel's home shard).

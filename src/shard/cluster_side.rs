@@ -155,6 +155,7 @@ impl Shard {
                             (p, o)
                         });
                 link.publish(Body::Snapshot { presence, occupied });
+                self.announce_users(&link).await;
             }
             Err(missing) => {
                 tracing::warn!(
@@ -282,6 +283,9 @@ impl Shard {
                 channel,
                 subscriptions,
             } => self.route_remote_subscription_count(node, &app, &channel, subscriptions),
+            Body::UserOnline(entry) => self.route_remote_user(node, entry, true),
+            Body::UserOffline(entry) => self.route_remote_user(node, entry, false),
+            Body::UserSnapshot { users } => self.route_user_snapshot(node, users),
         }
     }
 

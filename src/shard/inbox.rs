@@ -82,6 +82,30 @@ impl Shard {
                 channel,
                 subscriptions,
             } => self.remote_subscription_count(&node, app, &channel, subscriptions),
+            ShardMsg::UserSignedIn { app, user } => self.home_signed_in(app, &user),
+            ShardMsg::UserSignedOut { app, user } => self.home_signed_out(app, &user),
+            ShardMsg::WatchlistChanged { app, user, change } => {
+                self.send_watchlist_change(app, &user, change)
+            }
+            ShardMsg::WatchlistQuery {
+                from,
+                app,
+                ids,
+                socket,
+            } => self.answer_watchlist_query(from, app, &ids, socket),
+            ShardMsg::WatchlistStatuses {
+                app,
+                socket,
+                online,
+                offline,
+            } => self.send_watchlist_statuses(app, socket, &online, &offline),
+            ShardMsg::RemoteUser {
+                node,
+                app,
+                user,
+                online,
+            } => self.apply_remote_user(&node, app, &user, online),
+            ShardMsg::NodeUsers { node, users } => self.replace_node_users(&node, &users),
         }
     }
 }

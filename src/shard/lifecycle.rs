@@ -34,6 +34,7 @@ impl Shard {
         if sweep {
             self.sweep_liveness();
             self.sweep_cache();
+            self.close_unauthorized();
         }
         self.send_due_subscription_counts();
         self.apply_reloaded_apps();

@@ -20,6 +20,8 @@
 //! | [`webhook_events`] | occupancy and subscription counts for webhooks |
 //! | [`cache`] | cache channels: each shard's last events, the replay to new subscribers |
 //! | `subscription_counts` | cluster-wide subscription counts: the channel event and the webhook |
+//! | [`users`] | signed-in users: sign-in and out, online sets at users' home shards, watchlists |
+//! | `cluster_users` | signed-in users to and from the other nodes (wire types end here too) |
 //!
 //! A `Shard` is built without sockets ([`Shard::new`]); the per-core runtime (`runtime`) gives it
 //! a listener, a mesh and a tick. Tests build shards the same way.
@@ -38,6 +40,9 @@ pub mod queries;
 mod remote_state;
 mod subscription_counts;
 mod webhook_events;
+// Added at the end for the users feature (issue 11).
+mod cluster_users;
+pub mod users;
 
 use crate::app::{App, AppRegistry};
 use crate::channels::cache::ChannelCache;
@@ -120,6 +125,7 @@ pub struct Shard {
     cluster: cluster_side::ClusterSide,
     webhooks: webhook_events::WebhookSide,
     cache: RefCell<ChannelCache>,
+    users: users::UserSide,
     now: Cell<Instant>,
     next_counter: Cell<u64>,
 }
@@ -143,6 +149,7 @@ impl Shard {
             cluster: cluster_side::ClusterSide::new(parts.cluster),
             webhooks: webhook_events::WebhookSide::new(parts.webhooks),
             cache: RefCell::default(),
+            users: users::UserSide::default(),
             now: Cell::new(Instant::now()),
             next_counter: Cell::new(1),
         })
@@ -199,12 +206,14 @@ impl Shard {
 
     /// Adds a new connection to this shard's table.
     pub fn register(&self, conn: Rc<Connection>) {
+        self.watch_signin_deadline(&conn);
         self.connections.borrow_mut().insert(conn.local_id(), conn);
     }
 
-    /// Removes a closed connection: leaves its channels and presence rosters.
+    /// Removes a closed connection: leaves its channels and presence rosters, signs it out.
     pub fn unregister(&self, conn: &Rc<Connection>) {
         self.connections.borrow_mut().remove(&conn.local_id());
+        self.sign_out(conn);
         for subscription in conn.take_subscriptions() {
             crate::console::tap::left_on_close(
                 conn.app.id(),
@@ -235,3 +244,5 @@ impl Shard {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod users_tests;

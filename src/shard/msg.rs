@@ -7,6 +7,7 @@
 use super::Shard;
 use crate::channels::presence::Joined;
 use crate::protocol::inbound::PresenceMember;
+use crate::protocol::outbound::WatchlistChange;
 use crate::protocol::SocketId;
 use crate::ws::frame::SharedFrame;
 use std::any::Any;
@@ -180,6 +181,71 @@ pub enum ShardMsg {
         /// Its subscriptions there.
         subscriptions: usize,
     },
+    /// To the user's home shard: one more socket of this node signed in as `user`.
+    UserSignedIn {
+        /// App registry index.
+        app: u32,
+        /// The user id.
+        user: Arc<str>,
+    },
+    /// To the user's home shard: one socket of this node signed in as `user` is gone.
+    UserSignedOut {
+        /// App registry index.
+        app: u32,
+        /// The user id.
+        user: Arc<str>,
+    },
+    /// From a user's home shard to every shard: `user` came online or went offline (send
+    /// `watchlist_events` to the watchers).
+    WatchlistChanged {
+        /// App registry index.
+        app: u32,
+        /// The user id.
+        user: Arc<str>,
+        /// Online or offline.
+        change: WatchlistChange,
+    },
+    /// To a home shard: the statuses of `ids` (homed there) for the watchlist of `socket`.
+    WatchlistQuery {
+        /// The asking shard.
+        from: usize,
+        /// App registry index.
+        app: u32,
+        /// Watched user ids homed at the receiver.
+        ids: Vec<Arc<str>>,
+        /// The socket that signed in.
+        socket: SocketId,
+    },
+    /// From a home shard: the answer to a [`ShardMsg::WatchlistQuery`].
+    WatchlistStatuses {
+        /// App registry index.
+        app: u32,
+        /// The socket that signed in.
+        socket: SocketId,
+        /// Watched ids online.
+        online: Vec<Arc<str>>,
+        /// Watched ids offline.
+        offline: Vec<Arc<str>>,
+    },
+    /// To the user's home shard: another node's first socket of `user` signed in (or its last
+    /// left).
+    RemoteUser {
+        /// The other node.
+        node: Arc<str>,
+        /// App registry index.
+        app: u32,
+        /// The user id.
+        user: Arc<str>,
+        /// Signed in (true) or gone.
+        online: bool,
+    },
+    /// To every shard: `node`'s signed-in users homed there (replaces what was known).
+    NodeUsers {
+        /// The other node.
+        node: Arc<str>,
+        /// (app index, user id).
+        users: Vec<(u32, Arc<str>)>,
+    },
 }
 
 impl ShardMsg {
@@ -201,6 +267,13 @@ impl ShardMsg {
             ShardMsg::SubscriptionDelta { .. } => "subscription_delta",
             ShardMsg::CacheMissed { .. } => "cache_missed",
             ShardMsg::RemoteSubscriptionCount { .. } => "remote_subscription_count",
+            ShardMsg::UserSignedIn { .. } => "user_signed_in",
+            ShardMsg::UserSignedOut { .. } => "user_signed_out",
+            ShardMsg::WatchlistChanged { .. } => "watchlist_changed",
+            ShardMsg::WatchlistQuery { .. } => "watchlist_query",
+            ShardMsg::WatchlistStatuses { .. } => "watchlist_statuses",
+            ShardMsg::RemoteUser { .. } => "remote_user",
+            ShardMsg::NodeUsers { .. } => "node_users",
         }
     }
 }

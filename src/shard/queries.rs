@@ -216,13 +216,14 @@ impl Shard {
         crate::metrics::with(|m| m.snapshot(gauges))
     }
 
-    /// Closes this shard's connections of `user_id` in `app`: those that joined a presence
-    /// channel as that user.
+    /// Closes this shard's connections of `user_id` in `app`: those signed in as that user and
+    /// those that joined a presence channel as that user.
     fn terminate_local(&self, app: u32, user_id: &str) -> usize {
         let connections = self.connections.borrow();
         let mut closed = 0;
         for conn in connections.values() {
-            if conn.app.index == app && conn.is_user(user_id) {
+            let of_user = conn.is_user(user_id) || self.is_signed_in_as(conn, user_id);
+            if conn.app.index == app && of_user {
                 let message = "You got disconnected by the app.";
                 conn.send_error(Some(codes::UNAUTHORIZED), message);
                 conn.close(codes::UNAUTHORIZED, message);

@@ -29,6 +29,7 @@ impl Shard {
             }
         }
         self.announce_member_events(events);
+        self.forget_node_users(node);
     }
 
     /// Whether this node sends the webhooks no live node caused (a dead node's members leaving):

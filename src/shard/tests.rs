@@ -18,14 +18,14 @@ use std::time::{Duration, Instant};
 
 /// Shared between the test shards' threads: a step counter they wait on.
 #[derive(Default)]
-struct Steps(AtomicUsize);
+pub(super) struct Steps(AtomicUsize);
 
 impl Steps {
-    fn reach(&self, step: usize) {
+    pub(super) fn reach(&self, step: usize) {
         self.0.fetch_max(step, Ordering::AcqRel);
     }
 
-    async fn wait(&self, step: usize) {
+    pub(super) async fn wait(&self, step: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.0.load(Ordering::Acquire) < step {
             assert!(Instant::now() < deadline, "step {step} never reached");
@@ -34,7 +34,7 @@ impl Steps {
     }
 }
 
-fn config(shards: usize) -> Config {
+pub(super) fn config(shards: usize) -> Config {
     let mut config = Config::embedded_default();
     config.server.shards = shards;
     config.server.gather_timeout_ms = 300;
@@ -43,7 +43,7 @@ fn config(shards: usize) -> Config {
 
 /// Runs `body(shard)` on each of `shards` shards (each on its own executor thread, joined by a
 /// mesh) and waits for all of them.
-fn run_shards<F, Fut>(config: Config, process: Arc<ProcessState>, body: F)
+pub(super) fn run_shards<F, Fut>(config: Config, process: Arc<ProcessState>, body: F)
 where
     F: Fn(Rc<Shard>) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = ()> + 'static,
@@ -100,14 +100,15 @@ where
 }
 
 /// A connection of app 0 on `shard` whose peer end the test reads.
-struct TestSocket {
-    conn: Rc<Connection>,
+pub(super) struct TestSocket {
+    /// The shard's side.
+    pub(super) conn: Rc<Connection>,
     peer: UnixStream,
     _ours: UnixStream,
 }
 
 impl TestSocket {
-    fn open(shard: &Shard) -> TestSocket {
+    pub(super) fn open(shard: &Shard) -> TestSocket {
         TestSocket::open_for(shard, 0)
     }
 
@@ -162,7 +163,7 @@ impl TestSocket {
     }
 
     /// Every text message written so far, as JSON values.
-    fn messages(&mut self) -> Vec<serde_json::Value> {
+    pub(super) fn messages(&mut self) -> Vec<serde_json::Value> {
         let mut bytes = Vec::new();
         let mut buf = [0u8; 65536];
         while let Ok(n) = self.peer.read(&mut buf) {
@@ -174,7 +175,7 @@ impl TestSocket {
         parse_server_frames(&bytes)
     }
 
-    fn close(self, shard: &Shard) {
+    pub(super) fn close(self, shard: &Shard) {
         self.conn.mark_closed();
         shard.unregister(&self.conn);
     }
@@ -207,7 +208,7 @@ fn events_named<'a>(messages: &'a [serde_json::Value], name: &str) -> Vec<&'a se
 }
 
 /// Lets the shard's tasks (mesh readers, fan-out) run for a while.
-async fn settle() {
+pub(super) async fn settle() {
     glommio::timer::sleep(Duration::from_millis(100)).await;
 }
 

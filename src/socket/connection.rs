@@ -244,6 +244,16 @@ impl Connection {
             .any(|s| s.presence.as_ref().is_some_and(|p| p.user_id == user_id))
     }
 
+    /// Whether this socket subscribed to (or is joining) a channel that needs a signature: it
+    /// counts as authorized for an app that requires sign-in.
+    pub fn has_authorized_subscription(&self) -> bool {
+        self.state
+            .borrow()
+            .subscriptions
+            .keys()
+            .any(|name| crate::protocol::names::ChannelKind::of(name).needs_auth())
+    }
+
     /// Records a subscription (replacing one to the same channel).
     pub fn add_subscription(&self, subscription: Subscription) {
         let membership = Membership {

@@ -105,6 +105,7 @@ pub fn run(args: &ConnectionsArgs) -> Result<Report, String> {
                         .map(|j| format!("{prefix}{}", (i + j) % pool_size))
                         .collect(),
                     channel_data: None,
+                    user_data: None,
                 })
                 .collect();
             Pool::new(

@@ -556,6 +556,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
                 source: plan.target.source_ip(i, common.source_ips),
                 channels: vec![plan.channels[plan.channel_of[i] as usize].clone()],
                 channel_data: None,
+                user_data: None,
             })
             .collect();
         let pool = Pool::new(
@@ -594,6 +595,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
                 source: plan.target.source_ip(n + i, common.source_ips),
                 channels: vec![plan.channels[0].clone()],
                 channel_data: None,
+                user_data: None,
             })
             .collect();
         let pool = Pool::new(plan.target.clone(), &common.key, &common.secret, specs, 16)
@@ -623,6 +625,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
                     source: plan.target.source_ip(n + senders + i, common.source_ips),
                     channels: vec![plan.channels[0].clone()],
                     channel_data: None,
+                    user_data: None,
                 })
                 .collect();
             let pool = Pool::new(

@@ -16,8 +16,10 @@ pub fn run(args: &IdleArgs) -> Result<(), String> {
     let n = args.connections;
     let channels = args.channels.max(1);
     println!(
-        "idle: {n} connections over {channels} public channel(s) on {} ({} thread(s))",
-        target.addr, common.threads
+        "idle: {n} {}connections over {channels} public channel(s) on {} ({} thread(s))",
+        if args.signin { "signed-in " } else { "" },
+        target.addr,
+        common.threads
     );
 
     let before = server.sample()?;
@@ -26,11 +28,17 @@ pub fn run(args: &IdleArgs) -> Result<(), String> {
     let threads = common.threads.max(1);
     let pools = (0..threads)
         .map(|t| {
-            pool_for(common, &target, &owned(t, threads, n), |i| {
+            let ids = owned(t, threads, n);
+            let mut pool = pool_for(common, &target, &ids, |i| {
                 format!("loadtest-idle-{}", i % channels)
-            })
+            })?;
+            if args.signin {
+                // One distinct user per connection: the most the registry keeps per socket.
+                pool.sign_in_each(|k| format!(r#"{{"id":"loadtest-user-{}"}}"#, ids[k]));
+            }
+            Ok(pool)
         })
-        .collect::<Result<Vec<_>, _>>()
+        .collect::<Result<Vec<_>, std::io::Error>>()
         .map_err(|e| format!("cannot create a client pool: {e}"))?;
     let handles = {
         let control = control.clone();
@@ -127,6 +135,7 @@ pub fn run(args: &IdleArgs) -> Result<(), String> {
     if common.json {
         let json = serde_json::json!({
             "scenario": "idle",
+            "signin": args.signin,
             "connections": n,
             "channels": channels,
             "subscribed": subscribed,

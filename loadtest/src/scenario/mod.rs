@@ -34,6 +34,7 @@ pub fn pool_for(
             source: target.source_ip(i, common.source_ips),
             channels: vec![channel_of(i)],
             channel_data: None,
+            user_data: None,
         })
         .collect();
     Pool::new(

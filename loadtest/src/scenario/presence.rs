@@ -509,6 +509,7 @@ pub fn run(args: &PresenceArgs) -> Result<Report, String> {
                         source: target.source_ip(g, common.source_ips),
                         channels: vec![channel_name(channel)],
                         channel_data: Some(data),
+                        user_data: None,
                     });
                     roles.push(Role::Member(Member {
                         channel,
@@ -522,6 +523,7 @@ pub fn run(args: &PresenceArgs) -> Result<Report, String> {
                         source: target.source_ip(g, common.source_ips),
                         channels: Vec::new(),
                         channel_data: None,
+                        user_data: None,
                     });
                     roles.push(Role::Churner(Churner {
                         channel,
