@@ -144,6 +144,9 @@ pub struct ServerConfig {
     /// Deliveries each shard may hold waiting to be written (its fan-out queue); at the bound,
     /// HTTP publishes are answered 429 and peers' deliveries wait (see docs/architecture.md).
     pub fanout_queue_jobs: usize,
+    /// Socket writes each shard's fan-out queue may hold (a delivery counts its channel's local
+    /// subscribers); at the bound, as at `fanout_queue_jobs`.
+    pub fanout_queue_writes: usize,
 }
 
 impl Default for ServerConfig {
@@ -165,6 +168,7 @@ impl Default for ServerConfig {
             gather_timeout_ms: 2000,
             max_channels_per_connection: 1000,
             fanout_queue_jobs: 4096,
+            fanout_queue_writes: 1_000_000,
         }
     }
 }

@@ -51,6 +51,7 @@ impl ServerConfig {
                 self.max_channels_per_connection,
             ),
             ("fanout_queue_jobs", self.fanout_queue_jobs),
+            ("fanout_queue_writes", self.fanout_queue_writes),
         ];
         for (name, value) in positive {
             if value == 0 {

@@ -137,7 +137,10 @@ impl Shard {
             id: parts.id,
             shards: parts.shards,
             channels: RefCell::new(ChannelTable::new(parts.apps.len())),
-            deliveries: publish::DeliveryQueue::new(parts.config.server.fanout_queue_jobs),
+            deliveries: publish::DeliveryQueue::new(
+                parts.config.server.fanout_queue_jobs,
+                parts.config.server.fanout_queue_writes,
+            ),
             config: parts.config,
             apps: RefCell::new(parts.apps),
             apps_generation: Cell::new(0),
@@ -168,7 +171,7 @@ impl Shard {
             }
         });
         let _ = self.mesh.set(mesh);
-        glommio::spawn_local(publish::run_deliveries(self.clone())).detach();
+        publish::spawn_deliveries(self.clone());
     }
 
     /// The apps (a short borrow: never hold it across an `await`, or a reload waits for it).

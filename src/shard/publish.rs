@@ -11,7 +11,9 @@
 //! subscriptions complete on the same queue, and each shard stores a cache channel's last event
 //! when it runs its delivery, so a replay and the live events never overlap (`shard::cache`).
 //!
-//! Bounds (`server.fanout_queue_jobs`): at the bound an HTTP publish is refused (429, counted as
+//! Bounds (`server.fanout_queue_jobs` jobs and `server.fanout_queue_writes` socket writes, a
+//! delivery counting its channel's local subscribers): at the bound an HTTP publish is refused
+//! (429, counted as
 //! `warren_runtime_events_total{event="fanout_queue_full"}`), a peer's deliveries wait in the
 //! mesh (backpressure: the peer's HTTP publishes then wait for their barrier), and this shard's
 //! own client events, presence events and cache-channel subscriptions still go in (they are
@@ -33,8 +35,11 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-/// Writes between two cooperative yields while fanning out to a large channel.
+/// Writes between two checks for a yield while fanning out to a large channel.
 const WRITES_PER_YIELD: usize = 256;
+
+/// How long the fan-out runs before the executor polls the sockets and runs the other tasks.
+const FANOUT_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// One piece of work on a shard's fan-out queue.
 pub(crate) enum Delivery {
@@ -66,12 +71,16 @@ pub(crate) enum Delivery {
 /// A shard's fan-out queue.
 pub(crate) struct DeliveryQueue {
     limit: usize,
+    write_limit: usize,
     state: RefCell<QueueState>,
 }
 
 #[derive(Default)]
 struct QueueState {
-    jobs: VecDeque<Delivery>,
+    /// Each job with its cost: the socket writes it was expected to take when queued.
+    jobs: VecDeque<(Delivery, usize)>,
+    /// The sum of the queued jobs' costs.
+    pending_writes: usize,
     worker: Option<Waker>,
     waiting_for_room: Vec<Waker>,
 }
@@ -84,10 +93,12 @@ pub enum PublishRefused {
 }
 
 impl DeliveryQueue {
-    /// An empty queue holding at most `limit` jobs for producers that respect the bound.
-    pub(crate) fn new(limit: usize) -> Self {
+    /// An empty queue holding, for producers that respect the bound, at most `limit` jobs and
+    /// `write_limit` socket writes (a delivery costs its channel's local subscriber count).
+    pub(crate) fn new(limit: usize, write_limit: usize) -> Self {
         DeliveryQueue {
             limit,
+            write_limit,
             state: RefCell::new(QueueState::default()),
         }
     }
@@ -98,20 +109,23 @@ impl DeliveryQueue {
     }
 
     fn is_full(&self) -> bool {
-        self.len() >= self.limit
+        let state = self.state.borrow();
+        state.jobs.len() >= self.limit || state.pending_writes >= self.write_limit
     }
 
-    /// Queues `job` whatever the bound (producers bounded elsewhere).
-    fn push(&self, job: Delivery) {
+    /// Queues `job`, expected to take `cost` socket writes, whatever the bound (producers
+    /// bounded elsewhere).
+    fn push(&self, job: Delivery, cost: usize) {
         let mut state = self.state.borrow_mut();
-        state.jobs.push_back(job);
+        state.pending_writes += cost;
+        state.jobs.push_back((job, cost));
         if let Some(worker) = state.worker.take() {
             worker.wake();
         }
     }
 
     /// Queues `job` once the queue is under its bound.
-    async fn push_when_room(&self, job: Delivery) {
+    async fn push_when_room(&self, job: Delivery, cost: usize) {
         if self.is_full() {
             crate::metrics::with(|m| m.runtime_event("fanout_queue_wait"));
             poll_fn(|cx| {
@@ -127,14 +141,15 @@ impl DeliveryQueue {
             })
             .await;
         }
-        self.push(job);
+        self.push(job, cost);
     }
 
     fn poll_next(&self, waker: &Waker) -> Poll<Delivery> {
         let mut state = self.state.borrow_mut();
         match state.jobs.pop_front() {
-            Some(job) => {
-                if state.jobs.len() < self.limit {
+            Some((job, cost)) => {
+                state.pending_writes -= cost;
+                if state.jobs.len() < self.limit && state.pending_writes < self.write_limit {
                     for waiting in state.waiting_for_room.drain(..) {
                         waiting.wake();
                     }
@@ -149,8 +164,24 @@ impl DeliveryQueue {
     }
 }
 
+/// Starts the shard's fan-out task in a task queue of its own, beside the default queue of the
+/// connection tasks, so that a long fan-out can hand the core back to them (see
+/// `deliver_local`).
+pub(crate) fn spawn_deliveries(shard: Rc<Shard>) {
+    let executor = glommio::executor();
+    let queue = executor.create_task_queue(
+        glommio::Shares::default(),
+        glommio::Latency::Matters(FANOUT_SLICE),
+        "fanout",
+    );
+    let task = executor
+        .spawn_local_into(run_deliveries(shard.clone()), queue)
+        .unwrap_or_else(|_| glommio::spawn_local(run_deliveries(shard)));
+    task.detach();
+}
+
 /// The shard's fan-out task: takes jobs in order for as long as the executor runs.
-pub(crate) async fn run_deliveries(shard: Rc<Shard>) {
+async fn run_deliveries(shard: Rc<Shard>) {
     loop {
         let job = poll_fn(|cx| shard.deliveries.poll_next(cx.waker())).await;
         shard.run_delivery(job).await;
@@ -279,19 +310,31 @@ impl Shard {
             };
             self.send_to(peer, message);
         }
-        self.deliveries.push(Delivery::Frame {
+        let cost = self.delivery_cost(app, &channel);
+        let job = Delivery::Frame {
             app,
             channel,
             frame,
             except,
             published_at: Some(published_at),
             cached,
-        });
+        };
+        self.deliveries.push(job, cost);
+    }
+
+    /// The socket writes a delivery to `channel` is expected to take here (at least 1).
+    fn delivery_cost(&self, app: u32, channel: &str) -> usize {
+        let table = self.channels.borrow();
+        1 + table.get(app, channel).map_or(0, |local| local.len())
     }
 
     /// A peer's delivery: queued behind what this shard already has, waiting for room.
     pub(super) async fn take_delivery(&self, job: Delivery) {
-        self.deliveries.push_when_room(job).await;
+        let cost = match &job {
+            Delivery::Frame { app, channel, .. } => self.delivery_cost(*app, channel),
+            _ => 1,
+        };
+        self.deliveries.push_when_room(job, cost).await;
     }
 
     /// Queues the completion of a presence join behind the deliveries already queued.
@@ -302,22 +345,24 @@ impl Shard {
         socket: SocketId,
         outcome: Joined,
     ) {
-        self.deliveries.push(Delivery::FinishJoin {
+        let job = Delivery::FinishJoin {
             app,
             channel,
             socket,
             outcome,
-        });
+        };
+        self.deliveries.push(job, 1);
     }
 
     /// Queues the completion of a cache-channel subscription behind the deliveries already
     /// queued (see `shard::cache`).
     pub(super) fn queue_cache_join(&self, app: u32, channel: Arc<str>, socket: SocketId) {
-        self.deliveries.push(Delivery::CacheJoin {
+        let job = Delivery::CacheJoin {
             app,
             channel,
             socket,
-        });
+        };
+        self.deliveries.push(job, 1);
     }
 
     async fn run_delivery(&self, job: Delivery) {
@@ -384,6 +429,10 @@ impl Shard {
                 sent += 1;
             }
             if i % WRITES_PER_YIELD == WRITES_PER_YIELD - 1 {
+                // The fan-out's task queue asks for a preemption every `FANOUT_SLICE`
+                // (`spawn_deliveries`): then the executor polls the sockets and runs the
+                // connection tasks (HTTP requests, client reads) before it comes back, so a
+                // publish is answered while a large fan-out is still being written.
                 glommio::yield_if_needed().await;
             }
         }

@@ -471,3 +471,32 @@ fn terminate_closes_the_users_sockets_on_every_shard() {
 
 /// Cache channels' replay against live deliveries.
 mod cache;
+
+#[test]
+fn a_full_fan_out_queue_refuses_publishes_until_it_drains() {
+    let process = Arc::new(ProcessState::default());
+    let mut config = config(1);
+    config.server.fanout_queue_writes = 3;
+    let outcomes: Arc<Mutex<Vec<bool>>> = Arc::default();
+    let o = outcomes.clone();
+    run_shards(config, process, move |shard| {
+        let outcomes = o.clone();
+        async move {
+            let socket = TestSocket::open(&shard);
+            socket.subscribe(&shard, "busy");
+            let app = shard.app(0).unwrap();
+            // Each publish costs 2 writes (one subscriber + 1); nothing runs the queue in
+            // between, so the second one finds it at its bound.
+            for _ in 0..3 {
+                let accepted = shard.publish(&app, &["busy"], "e", "x", None).await;
+                outcomes.lock().unwrap().push(accepted.is_ok());
+            }
+            settle().await;
+            let accepted = shard.publish(&app, &["busy"], "e", "x", None).await;
+            outcomes.lock().unwrap().push(accepted.is_ok());
+            settle().await;
+            socket.close(&shard);
+        }
+    });
+    assert_eq!(*outcomes.lock().unwrap(), vec![true, true, false, true]);
+}
