@@ -147,6 +147,9 @@ pub struct ServerConfig {
     /// Socket writes each shard's fan-out queue may hold (a delivery counts its channel's local
     /// subscribers); at the bound, as at `fanout_queue_jobs`.
     pub fanout_queue_writes: usize,
+    /// Connections each shard closes per second on a graceful stop (0: all at once); see
+    /// docs/deployment.md for how it adds to `shutdown_grace` and systemd's `TimeoutStopSec`.
+    pub drain_rate: usize,
 }
 
 impl Default for ServerConfig {
@@ -169,6 +172,7 @@ impl Default for ServerConfig {
             max_channels_per_connection: 1000,
             fanout_queue_jobs: 4096,
             fanout_queue_writes: 1_000_000,
+            drain_rate: 2_000,
         }
     }
 }

@@ -349,3 +349,30 @@ fn shutdown_is_not_held_up_by_connections_still_in_their_handshake() {
     );
     drop((silent, half));
 }
+
+#[test]
+fn a_paced_drain_closes_connections_over_time_not_at_once() {
+    // 100 closes a second per shard: one connection every 10 ms on each shard.
+    let mut config = common::config();
+    config.server.drain_rate = 100;
+    let server = common::start(config);
+    let addr = server.local_addr();
+    let mut clients: Vec<Client> = (0..20).map(|_| Client::connect(addr)).collect();
+    let started = Instant::now();
+    let stopper = std::thread::spawn(move || server.shutdown());
+    let mut closed_at = Vec::new();
+    for client in &mut clients {
+        let frame = client.frame();
+        assert!(matches!(&frame, Frame::Close(Some(4200), _)), "{frame:?}");
+        closed_at.push(started.elapsed());
+        let _ = client.try_send_raw(&common::masked(CLOSE, true, &4200u16.to_be_bytes()));
+    }
+    stopper.join().unwrap();
+    // 20 connections on 2 shards at one per 10 ms each: the last close comes at least ~90 ms
+    // after the start (all at once, it came within a few milliseconds).
+    let last = closed_at.iter().max().unwrap();
+    assert!(
+        *last >= Duration::from_millis(80),
+        "every client was closed by {last:?}"
+    );
+}

@@ -17,6 +17,12 @@ const TICKS_PER_SWEEP: u32 = 10;
 /// How often a draining shard looks again at its connections and its peers.
 const DRAIN_POLL: Duration = Duration::from_millis(20);
 
+/// How much longer than the grace period a drained shard waits for its peers to drain.
+const DRAIN_SETTLE_SLACK: Duration = Duration::from_secs(30);
+
+/// A paced drain closes one batch of connections every this often.
+const DRAIN_BATCH_INTERVAL: Duration = Duration::from_millis(10);
+
 impl Shard {
     /// Ticks until the process is asked to stop.
     pub async fn tick_until_stopped(&self) {
@@ -93,9 +99,11 @@ impl Shard {
         }
     }
 
-    /// Closes every connection with 4200, waits (up to the grace period) until they are gone,
-    /// then settles with the peers: what the leaves sent to other shards (occupancy, presence)
-    /// has been handled there before any shard of the node stops.
+    /// Closes every connection with 4200 — paced at `server.drain_rate` a second, so that the
+    /// clients of a big node do not all reconnect elsewhere in the same second — waits (up to the
+    /// grace period) until they are gone, then settles with the peers: what the leaves sent to
+    /// other shards (occupancy, presence) has been handled there before any shard of the node
+    /// stops.
     pub async fn drain(&self) {
         let open: Vec<Rc<Connection>> = self.connections.borrow().values().cloned().collect();
         tracing::info!(
@@ -103,8 +111,14 @@ impl Shard {
             connections = open.len(),
             "closing connections for shutdown"
         );
-        for conn in open {
-            conn.close(codes::SHUTTING_DOWN, "Server shutting down");
+        let per_batch = self.drain_batch();
+        for (n, batch) in open.chunks(per_batch).enumerate() {
+            if n > 0 {
+                glommio::timer::sleep(DRAIN_BATCH_INTERVAL).await;
+            }
+            for conn in batch {
+                conn.close(codes::SHUTTING_DOWN, "Server shutting down");
+            }
         }
         let grace = Duration::from_secs(self.config.server.shutdown_grace + 1);
         let deadline = Instant::now() + grace;
@@ -116,7 +130,8 @@ impl Shard {
         let _ = self.gather(|_| ()).await;
         self.process.drained.fetch_add(1, Ordering::AcqRel);
         let shards = self.process.shards.load(Ordering::Acquire);
-        let settle_deadline = Instant::now() + grace;
+        // A peer may still be pacing its own drain: wait for it (bounded, in case one hangs).
+        let settle_deadline = Instant::now() + grace + DRAIN_SETTLE_SLACK;
         while self.process.drained.load(Ordering::Acquire) < shards
             && Instant::now() < settle_deadline
         {
@@ -124,6 +139,14 @@ impl Shard {
         }
         while self.deliveries.len() > 0 && Instant::now() < settle_deadline {
             glommio::timer::sleep(DRAIN_POLL).await;
+        }
+    }
+
+    /// Connections closed per batch of a paced drain (all at once when `drain_rate` is 0).
+    fn drain_batch(&self) -> usize {
+        match self.config.server.drain_rate {
+            0 => usize::MAX,
+            rate => (rate / 100).max(1),
         }
     }
 }
