@@ -4,7 +4,7 @@
 use super::delivery::{self, Plan, Probe, Publisher};
 use crate::api::ApiTarget;
 use crate::cli::{
-    ApiLatencyArgs, ChannelsArgs, ChurnArgs, FanoutArgs, PublishArgs, RawEngine, Via,
+    ApiLatencyArgs, ChannelsArgs, ChurnArgs, Common, FanoutArgs, PublishArgs, RawEngine, Via,
 };
 use crate::client::Target;
 use crate::rawserver::RawServer;
@@ -37,13 +37,7 @@ fn fanout_with(
             args.channel
                 .clone()
                 .unwrap_or_else(|| "loadtest-fanout".into()),
-            Publisher::Api(ApiTarget::new(
-                common.api.as_deref(),
-                &common.url,
-                &common.app_id,
-                &common.key,
-                &common.secret,
-            )?),
+            api_publisher(common)?,
         ),
         Via::ClientEvents => (
             args.channel
@@ -139,13 +133,7 @@ pub fn channels(args: &ChannelsArgs) -> Result<Report, String> {
         channels: (0..n).map(|i| format!("loadtest-ch-{i}")).collect(),
         channel_of: (0..n as u32).collect(),
         random_channel: true,
-        publisher: Publisher::Api(ApiTarget::new(
-            common.api.as_deref(),
-            &common.url,
-            &common.app_id,
-            &common.key,
-            &common.secret,
-        )?),
+        publisher: api_publisher(common)?,
         probe: Probe::Process(common.server_pid),
         churn: None,
         back_to_back: None,
@@ -172,17 +160,23 @@ pub fn api_latency(args: &ApiLatencyArgs) -> Result<Report, String> {
         channels: vec![args.channel.clone()],
         channel_of: vec![0; args.subscribers],
         random_channel: false,
-        publisher: Publisher::Api(ApiTarget::new(
-            common.api.as_deref(),
-            &common.url,
-            &common.app_id,
-            &common.key,
-            &common.secret,
-        )?),
+        publisher: api_publisher(common)?,
         probe: Probe::Process(common.server_pid),
         churn: None,
         back_to_back: args.rate.is_none().then_some(messages),
     })?;
     report.param("subscribers", args.subscribers as u64);
     Ok(report)
+}
+
+/// The signed HTTP API publisher for the server named by `common`.
+fn api_publisher(common: &Common) -> Result<Publisher, String> {
+    let api = ApiTarget::new(
+        common.api.as_deref(),
+        &common.url,
+        &common.app_id,
+        &common.key,
+        &common.secret,
+    )?;
+    Ok(Publisher::Api(api))
 }
