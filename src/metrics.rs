@@ -70,12 +70,12 @@ impl ShardMetrics {
         counters.bytes_in += bytes as u64;
     }
 
-    /// `count` frames of `bytes` each were handed to sockets of `app`.
+    /// `count` frames, `bytes` in all, were handed to sockets of `app`.
     pub fn messages_out(&self, app: u32, count: usize, bytes: usize) {
         let mut apps = self.per_app.borrow_mut();
         let counters = apps.entry(app).or_default();
         counters.messages_out += count as u64;
-        counters.bytes_out += (count * bytes) as u64;
+        counters.bytes_out += bytes as u64;
     }
 
     /// A client event was refused.

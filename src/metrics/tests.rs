@@ -8,7 +8,7 @@ fn snapshots_sum_over_shards_and_render() {
     a.connection_opened();
     a.connection_closed(1000);
     a.message_in(0, 10);
-    a.messages_out(0, 3, 100);
+    a.messages_out(0, 3, 300);
     a.client_event_rejected("rate_limit");
     a.http_request("events", 200);
     a.publish_latency(0.0002);

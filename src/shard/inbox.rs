@@ -2,7 +2,7 @@
 //! into the file that owns the concern.
 
 use super::msg::ShardMsg;
-use super::publish::Delivery;
+use super::publish::{Delivery, FrameJob};
 use super::Shard;
 
 impl Shard {
@@ -17,14 +17,14 @@ impl Shard {
                 published_at,
                 cached,
             } => {
-                let job = Delivery::Frame {
+                let job = Delivery::Frame(FrameJob {
                     app,
                     channel,
                     frame,
                     except,
                     published_at: Some(published_at),
                     cached,
-                };
+                });
                 self.take_delivery(job).await
             }
             ShardMsg::PresenceJoin {

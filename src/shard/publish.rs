@@ -25,8 +25,10 @@ use crate::app::App;
 use crate::channels::presence::Joined;
 use crate::protocol::outbound::{self, EventData};
 use crate::protocol::SocketId;
+use crate::socket::fanout_writer::{FanoutWriter, Handed, Outgoing, BATCH};
 use crate::socket::Connection;
 use crate::ws::frame::{shared_text_frame, SharedFrame};
+use smallvec::SmallVec;
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -35,24 +37,29 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-/// Writes between two checks for a yield while fanning out to a large channel.
-const WRITES_PER_YIELD: usize = 256;
-
 /// How long the fan-out runs before the executor polls the sockets and runs the other tasks.
 const FANOUT_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
+/// Most frames of one channel, queued back to back, that the fan-out writes to each socket
+/// together (one SENDMSG per socket instead of one SEND per frame and socket).
+const MAX_COALESCED: usize = 32;
+
+/// A frame for the local subscribers of one channel.
+pub(crate) struct FrameJob {
+    pub(crate) app: u32,
+    pub(crate) channel: Arc<str>,
+    pub(crate) frame: SharedFrame,
+    /// The socket that does not get it (a client event's sender).
+    pub(crate) except: Option<SocketId>,
+    pub(crate) published_at: Option<Instant>,
+    /// Whether the frame becomes its cache channel's last event (see `shard::cache`).
+    pub(crate) cached: bool,
+}
+
 /// One piece of work on a shard's fan-out queue.
 pub(crate) enum Delivery {
-    /// Write `frame` to the local subscribers of `channel`, except `except`.
-    Frame {
-        app: u32,
-        channel: Arc<str>,
-        frame: SharedFrame,
-        except: Option<SocketId>,
-        published_at: Option<Instant>,
-        /// Whether the frame becomes its cache channel's last event (see `shard::cache`).
-        cached: bool,
-    },
+    /// Write a frame to the local subscribers of its channel.
+    Frame(FrameJob),
     /// Complete (or refuse) a presence subscription with the home shard's answer.
     FinishJoin {
         app: u32,
@@ -146,21 +153,47 @@ impl DeliveryQueue {
 
     fn poll_next(&self, waker: &Waker) -> Poll<Delivery> {
         let mut state = self.state.borrow_mut();
-        match state.jobs.pop_front() {
-            Some((job, cost)) => {
-                state.pending_writes -= cost;
-                if state.jobs.len() < self.limit && state.pending_writes < self.write_limit {
-                    for waiting in state.waiting_for_room.drain(..) {
-                        waiting.wake();
-                    }
-                }
-                Poll::Ready(job)
-            }
+        match self.pop(&mut state) {
+            Some(job) => Poll::Ready(job),
             None => {
                 state.worker = Some(waker.clone());
                 Poll::Pending
             }
         }
+    }
+
+    /// Takes the frames for `first`'s channel queued right behind it, up to `MAX_COALESCED`
+    /// in all: they are written together, in order (nothing else was queued between them).
+    fn take_following(&self, first: FrameJob) -> Vec<FrameJob> {
+        let mut group = vec![first];
+        let mut state = self.state.borrow_mut();
+        while group.len() < MAX_COALESCED {
+            let same_channel = match state.jobs.front() {
+                Some((Delivery::Frame(next), _)) => {
+                    next.app == group[0].app && next.channel == group[0].channel
+                }
+                _ => false,
+            };
+            if !same_channel {
+                break;
+            }
+            if let Some(Delivery::Frame(next)) = self.pop(&mut state) {
+                group.push(next);
+            }
+        }
+        group
+    }
+
+    /// Takes the first job and, once under the bound again, wakes the producers waiting.
+    fn pop(&self, state: &mut QueueState) -> Option<Delivery> {
+        let (job, cost) = state.jobs.pop_front()?;
+        state.pending_writes -= cost;
+        if state.jobs.len() < self.limit && state.pending_writes < self.write_limit {
+            for waiting in state.waiting_for_room.drain(..) {
+                waiting.wake();
+            }
+        }
+        Some(job)
     }
 }
 
@@ -180,19 +213,22 @@ pub(crate) fn spawn_deliveries(shard: Rc<Shard>) {
     task.detach();
 }
 
-/// The shard's fan-out task: takes jobs in order for as long as the executor runs.
+/// The shard's fan-out task: takes jobs in order for as long as the executor runs, with the
+/// writer that batches its socket writes (owned by the task: nothing else writes through it).
 async fn run_deliveries(shard: Rc<Shard>) {
+    let mut writer = FanoutWriter::new();
     loop {
         let job = poll_fn(|cx| shard.deliveries.poll_next(cx.waker())).await;
-        shard.run_delivery(job).await;
+        shard.run_delivery(&mut writer, job).await;
     }
 }
 
-/// Counts frames handed to sockets and, for publishes, how long after the publish.
-fn record_delivery(app: u32, sent: usize, bytes: usize, published_at: Option<Instant>) {
+/// Counts the frames of `group` handed to sockets and, for publishes, how long after the
+/// publish each went out.
+fn record_deliveries(group: &[FrameJob], sent: Handed) {
     crate::metrics::with(|m| {
-        m.messages_out(app, sent, bytes);
-        if let Some(at) = published_at {
+        m.messages_out(group[0].app, sent.frames, sent.bytes);
+        for at in group.iter().filter_map(|job| job.published_at) {
             m.publish_latency(at.elapsed().as_secs_f64());
         }
     });
@@ -311,14 +347,14 @@ impl Shard {
             self.send_to(peer, message);
         }
         let cost = self.delivery_cost(app, &channel);
-        let job = Delivery::Frame {
+        let job = Delivery::Frame(FrameJob {
             app,
             channel,
             frame,
             except,
             published_at: Some(published_at),
             cached,
-        };
+        });
         self.deliveries.push(job, cost);
     }
 
@@ -331,7 +367,7 @@ impl Shard {
     /// A peer's delivery: queued behind what this shard already has, waiting for room.
     pub(super) async fn take_delivery(&self, job: Delivery) {
         let cost = match &job {
-            Delivery::Frame { app, channel, .. } => self.delivery_cost(*app, channel),
+            Delivery::Frame(job) => self.delivery_cost(job.app, &job.channel),
             _ => 1,
         };
         self.deliveries.push_when_room(job, cost).await;
@@ -365,21 +401,14 @@ impl Shard {
         self.deliveries.push(job, 1);
     }
 
-    async fn run_delivery(&self, job: Delivery) {
+    async fn run_delivery(&self, writer: &mut FanoutWriter, job: Delivery) {
         match job {
-            Delivery::Frame {
-                app,
-                channel,
-                frame,
-                except,
-                published_at,
-                cached,
-            } => {
-                if cached {
-                    self.cache_store(app, &channel, &frame);
+            Delivery::Frame(first) => {
+                let group = self.deliveries.take_following(first);
+                for job in group.iter().filter(|job| job.cached) {
+                    self.cache_store(job.app, &job.channel, &job.frame);
                 }
-                self.deliver_local(app, &channel, &frame, except, published_at)
-                    .await
+                self.deliver_local(writer, &group).await
             }
             Delivery::FinishJoin {
                 app,
@@ -395,47 +424,39 @@ impl Shard {
         }
     }
 
-    /// Writes `frame` to this shard's subscribers of `channel`, yielding now and then on large
+    /// Writes `group`'s frames (one channel's, in order) to this shard's subscribers of the
+    /// channel, in batches of sockets (`FanoutWriter`), yielding between batches on large
     /// channels so other connections keep being served.
-    async fn deliver_local(
-        &self,
-        app: u32,
-        channel: &str,
-        frame: &SharedFrame,
-        except: Option<SocketId>,
-        published_at: Option<Instant>,
-    ) {
-        let mut sent = 0;
+    async fn deliver_local(&self, writer: &mut FanoutWriter, group: &[FrameJob]) {
+        let (app, channel) = (group[0].app, &*group[0].channel);
+        let frames: SmallVec<[Outgoing<'_>; 4]> = group
+            .iter()
+            .map(|job| Outgoing {
+                frame: &job.frame,
+                except: job.except,
+            })
+            .collect();
+        let mut sent = Handed::default();
         let snapshot: Vec<Rc<Connection>> = {
             let table = self.channels.borrow();
             let Some(local) = table.get(app, channel) else {
                 return;
             };
-            if local.len() <= WRITES_PER_YIELD {
-                for conn in local.subscribers() {
-                    if Some(conn.socket_id) != except {
-                        conn.send_shared(frame);
-                        sent += 1;
-                    }
-                }
-                record_delivery(app, sent, frame.len(), published_at);
+            if local.len() <= BATCH {
+                sent = writer.write(local.subscribers(), &frames);
+                record_deliveries(group, sent);
                 return;
             }
             local.subscribers().cloned().collect()
         };
-        for (i, conn) in snapshot.iter().enumerate() {
-            if Some(conn.socket_id) != except {
-                conn.send_shared(frame);
-                sent += 1;
-            }
-            if i % WRITES_PER_YIELD == WRITES_PER_YIELD - 1 {
-                // The fan-out's task queue asks for a preemption every `FANOUT_SLICE`
-                // (`spawn_deliveries`): then the executor polls the sockets and runs the
-                // connection tasks (HTTP requests, client reads) before it comes back, so a
-                // publish is answered while a large fan-out is still being written.
-                glommio::yield_if_needed().await;
-            }
+        for sockets in snapshot.chunks(BATCH) {
+            sent.add(writer.write(sockets, &frames));
+            // The fan-out's task queue asks for a preemption every `FANOUT_SLICE`
+            // (`spawn_deliveries`): then the executor polls the sockets and runs the
+            // connection tasks (HTTP requests, client reads) before it comes back, so a
+            // publish is answered while a large fan-out is still being written.
+            glommio::yield_if_needed().await;
         }
-        record_delivery(app, sent, frame.len(), published_at);
+        record_deliveries(group, sent);
     }
 }

@@ -112,6 +112,15 @@ impl TestSocket {
         TestSocket::open_for(shard, 0)
     }
 
+    /// A connection whose send buffer holds only a few kilobytes: writes to it stop short.
+    pub(super) fn open_with_small_buffer(shard: &Shard) -> TestSocket {
+        let socket = TestSocket::open(shard);
+        socket2::SockRef::from(&socket._ours)
+            .set_send_buffer_size(2048)
+            .unwrap();
+        socket
+    }
+
     fn open_for(shard: &Shard, app: u32) -> TestSocket {
         let (ours, peer) = UnixStream::pair().unwrap();
         ours.set_nonblocking(true).unwrap();
@@ -137,7 +146,7 @@ impl TestSocket {
         }
     }
 
-    fn subscribe(&self, shard: &Shard, channel: &str) {
+    pub(super) fn subscribe(&self, shard: &Shard, channel: &str) {
         self.conn.add_subscription(Subscription {
             channel: channel.into(),
             presence: None,
@@ -165,14 +174,19 @@ impl TestSocket {
     /// Every text message written so far, as JSON values.
     pub(super) fn messages(&mut self) -> Vec<serde_json::Value> {
         let mut bytes = Vec::new();
+        self.read_bytes(&mut bytes);
+        parse_server_frames(&bytes)
+    }
+
+    /// Appends the bytes written so far (perhaps ending inside a frame) to `into`.
+    pub(super) fn read_bytes(&mut self, into: &mut Vec<u8>) {
         let mut buf = [0u8; 65536];
         while let Ok(n) = self.peer.read(&mut buf) {
             if n == 0 {
                 break;
             }
-            bytes.extend_from_slice(&buf[..n]);
+            into.extend_from_slice(&buf[..n]);
         }
-        parse_server_frames(&bytes)
     }
 
     pub(super) fn close(self, shard: &Shard) {
@@ -182,7 +196,7 @@ impl TestSocket {
 }
 
 /// Decodes unmasked server text frames.
-fn parse_server_frames(mut bytes: &[u8]) -> Vec<serde_json::Value> {
+pub(super) fn parse_server_frames(mut bytes: &[u8]) -> Vec<serde_json::Value> {
     let mut out = Vec::new();
     while bytes.len() >= 2 {
         let opcode = bytes[0] & 0x0f;
@@ -203,7 +217,10 @@ fn parse_server_frames(mut bytes: &[u8]) -> Vec<serde_json::Value> {
     out
 }
 
-fn events_named<'a>(messages: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+pub(super) fn events_named<'a>(
+    messages: &'a [serde_json::Value],
+    name: &str,
+) -> Vec<&'a serde_json::Value> {
     messages.iter().filter(|m| m["event"] == name).collect()
 }
 
@@ -471,6 +488,7 @@ fn terminate_closes_the_users_sockets_on_every_shard() {
 
 /// Cache channels' replay against live deliveries.
 mod cache;
+mod fanout_writes;
 
 #[test]
 fn a_full_fan_out_queue_refuses_publishes_until_it_drains() {

@@ -155,19 +155,51 @@ impl Connection {
         // `close`; we return above once `close` is set, and the shard is one thread, so the fd
         // is open for this borrow, which ends with the call.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        match state.queue.send(fd, frame, self.send_budget) {
+        let outcome = state.queue.send(fd, frame, self.send_budget);
+        self.handle_outcome(&mut state, outcome);
+    }
+
+    /// The socket's descriptor when a write may go straight to it: nothing is queued and no
+    /// close was asked. It stays open until the caller next yields to the executor (the
+    /// connection's task, the only one that closes it, cannot run before).
+    pub fn direct_fd(&self) -> Option<RawFd> {
+        let state = self.state.borrow();
+        (state.close.is_none() && state.queue.is_empty()).then_some(self.fd)
+    }
+
+    /// Takes the result of a write of `frames` laid end to end that the caller made itself to
+    /// [`Connection::direct_fd`] (the fan-out's batched writes, `socket::fanout_writer`): the
+    /// rest is queued and flushed by the connection's task, as for any other send.
+    pub fn finish_direct_write<'a, I>(&self, frames: I, result: std::io::Result<usize>)
+    where
+        I: IntoIterator<Item = &'a SharedFrame> + Clone,
+    {
+        let total: usize = frames.clone().into_iter().map(|f| f.len()).sum();
+        if matches!(result, Ok(n) if n == total) {
+            return;
+        }
+        let mut state = self.state.borrow_mut();
+        let frames = frames.into_iter().map(|f| OutFrame::Shared(f.clone()));
+        let outcome = state
+            .queue
+            .after_direct_write(frames, result, self.send_budget);
+        self.handle_outcome(&mut state, outcome);
+    }
+
+    fn handle_outcome(&self, state: &mut State, outcome: SendOutcome) {
+        match outcome {
             SendOutcome::Written => {}
             SendOutcome::Queued => wake(&state.waker),
             SendOutcome::OverBudget => {
                 crate::metrics::with(|m| m.send_queue_overflow());
                 state.queue.discard_unstarted();
                 request_close(
-                    &mut state,
+                    state,
                     Some(codes::OVER_CAPACITY),
                     "Send queue over budget: the client is not reading",
                 );
             }
-            SendOutcome::Broken => request_close(&mut state, None, "Socket broken"),
+            SendOutcome::Broken => request_close(state, None, "Socket broken"),
         }
     }
 
@@ -320,6 +352,15 @@ impl Connection {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+
+    /// Writes what is queued now, without a task or a waker (tests drive flushing by hand).
+    #[cfg(test)]
+    pub fn flush_queued(&self) -> FlushOutcome {
+        // SAFETY: as in `send`: the fd is open until `mark_closed`, and tests call this only
+        // on connections they have not closed.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        self.state.borrow_mut().queue.flush_vectored(fd)
     }
 
     /// Queues the final close frame behind what is still queued, after [`Connection::mark_closed`]

@@ -79,15 +79,52 @@ impl SendQueue {
     /// Writes `frame` to `fd` at once if nothing is queued, otherwise queues it behind the rest,
     /// refusing to hold more than `budget` bytes.
     pub fn send(&mut self, fd: BorrowedFd<'_>, frame: OutFrame, budget: usize) -> SendOutcome {
-        let mut written = 0;
-        if self.frames.is_empty() {
-            match send_nonblocking(fd, frame.bytes()) {
-                Ok(n) if n == frame.bytes().len() => return SendOutcome::Written,
-                Ok(n) => written = n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return SendOutcome::Broken,
-            }
+        if !self.frames.is_empty() {
+            return self.enqueue(frame, 0, budget);
         }
+        let result = send_nonblocking(fd, frame.bytes());
+        self.after_direct_write([frame], result, budget)
+    }
+
+    /// Takes the result of a write the caller made itself, to this (empty) queue's socket, of
+    /// `frames` laid end to end (one `send`, `sendmsg` or io_uring SEND): what the kernel did
+    /// not take is queued, from the first unwritten byte on, within `budget` bytes.
+    pub fn after_direct_write<I>(
+        &mut self,
+        frames: I,
+        result: io::Result<usize>,
+        budget: usize,
+    ) -> SendOutcome
+    where
+        I: IntoIterator<Item = OutFrame>,
+    {
+        debug_assert!(
+            self.frames.is_empty(),
+            "a direct write behind queued frames"
+        );
+        let mut written = match result {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => return SendOutcome::Broken,
+        };
+        let mut outcome = SendOutcome::Written;
+        for frame in frames {
+            let len = frame.bytes().len();
+            if written >= len {
+                written -= len;
+                continue;
+            }
+            outcome = self.enqueue(frame, written, budget);
+            if outcome == SendOutcome::OverBudget {
+                return outcome;
+            }
+            written = 0;
+        }
+        outcome
+    }
+
+    /// Queues `frame` of which the first `written` bytes already went out, within `budget`.
+    fn enqueue(&mut self, frame: OutFrame, written: usize, budget: usize) -> SendOutcome {
         let remaining = frame.bytes().len() - written;
         if self.bytes + remaining > budget {
             return SendOutcome::OverBudget;
