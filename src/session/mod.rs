@@ -25,8 +25,11 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     let client_ip = head.client_ip(peer, &shard.config.server.trusted_proxies);
     // The session runs in a task of its own, so that an idle connection carries only the
     // session's state, not this request loop's.
-    if let Some(app) = Box::pin(websocket::upgrade(&shard, &mut stream, *head, client_ip)).await {
-        glommio::spawn_local(websocket::session(shard, stream, app, leftover, client_ip)).detach();
+    if let Some(admitted) =
+        Box::pin(websocket::upgrade(&shard, &mut stream, *head, client_ip)).await
+    {
+        let session = websocket::session(shard, stream, admitted, leftover, client_ip);
+        glommio::spawn_local(session).detach();
     } else {
         tracing::debug!(%client_ip, "WebSocket connection refused");
     }

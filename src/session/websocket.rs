@@ -69,11 +69,12 @@ enum Step {
 pub(super) fn session(
     shard: Rc<Shard>,
     mut stream: TcpStream,
-    app: Arc<App>,
+    admitted: Admitted,
     leftover: Vec<u8>,
     client_ip: std::net::IpAddr,
 ) -> impl Future<Output = ()> {
     async move {
+        let Admitted { app, answer } = admitted;
         // SAFETY: this task owns `stream` until its end, and calls `conn.mark_closed()` below
         // before `finish` drops the stream: the fd stays open for as long as the contract asks.
         let conn = Rc::new(unsafe {
@@ -88,11 +89,15 @@ pub(super) fn session(
         shard.register(conn.clone());
         crate::metrics::with(|m| m.connection_opened());
         tracing::debug!(socket_id = %conn.socket_id, %client_ip, app = app.id(), "connection opened");
+        // The upgrade answer and `connection_established` in one write.
+        conn.cork();
+        conn.send_prepared(answer);
         conn.send_text(&outbound::connection_established(
             conn.socket_id,
             shard.config.server.activity_timeout,
             app.config.compat,
         ));
+        conn.uncork();
         let end = run_session(&shard, &conn, &mut stream, leftover).await;
         crate::metrics::with(|m| m.connection_closed(end.close_code()));
         tracing::debug!(socket_id = %conn.socket_id, %client_ip, code = end.close_code(), "connection closed");
@@ -103,14 +108,22 @@ pub(super) fn session(
     }
 }
 
-/// Answers the upgrade and admits the client; `None` when it was refused (and told so). Takes the
-/// request head by value so that it is freed before the session starts.
+/// An admitted client: its app, and the upgrade answer still to be written (the session
+/// writes it together with `connection_established`).
+pub(super) struct Admitted {
+    app: Arc<App>,
+    answer: Vec<u8>,
+}
+
+/// Checks the upgrade and admits the client; `None` when it was refused (and told so, after
+/// the upgrade answer). Takes the request head by value so that it is freed before the session
+/// starts.
 pub(super) async fn upgrade(
     shard: &Shard,
     stream: &mut TcpStream,
     head: RequestHead,
     client_ip: std::net::IpAddr,
-) -> Option<Arc<App>> {
+) -> Option<Admitted> {
     let answer = match handshake::accept_upgrade(&head) {
         Ok(answer) => answer,
         Err(error) => {
@@ -118,10 +131,10 @@ pub(super) async fn upgrade(
             return None;
         }
     };
-    stream.write_all(&answer).await.ok()?;
     match admit::admit(shard, &head) {
-        Ok(app) => Some(app),
+        Ok(app) => Some(Admitted { app, answer }),
         Err(refusal) => {
+            stream.write_all(&answer).await.ok()?;
             refuse(shard, stream, &refusal, client_ip).await;
             None
         }
@@ -170,10 +183,14 @@ async fn run_session(
         if !events.is_empty() {
             conn.touch(shard.now());
         }
-        for event in events.drain(..) {
-            if let Some(end) = handle_event(shard, conn, event) {
-                return end;
-            }
+        // The replies to one read's messages go out together (`Connection::cork`).
+        conn.cork();
+        let ended = events
+            .drain(..)
+            .find_map(|event| handle_event(shard, conn, event));
+        conn.uncork();
+        if let Some(end) = ended {
+            return end;
         }
         glommio::yield_if_needed().await;
         let step =

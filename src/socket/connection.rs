@@ -73,6 +73,8 @@ struct State {
     subscriptions: AHashMap<Box<str>, Membership>,
     rate_window_start: Instant,
     rate_window_count: u32,
+    /// While set, frames are queued rather than written ([`Connection::cork`]).
+    corked: bool,
 }
 
 /// One client connection, as the rest of its shard sees it.
@@ -115,6 +117,7 @@ impl Connection {
                 subscriptions: AHashMap::new(),
                 rate_window_start: now,
                 rate_window_count: 0,
+                corked: false,
             }),
         }
     }
@@ -155,16 +158,52 @@ impl Connection {
         // `close`; we return above once `close` is set, and the shard is one thread, so the fd
         // is open for this borrow, which ends with the call.
         let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
-        let outcome = state.queue.send(fd, frame, self.send_budget);
+        let outcome = if state.corked {
+            state.queue.hold(frame, self.send_budget)
+        } else {
+            state.queue.send(fd, frame, self.send_budget)
+        };
         self.handle_outcome(&mut state, outcome);
     }
 
-    /// The socket's descriptor when a write may go straight to it: nothing is queued and no
-    /// close was asked. It stays open until the caller next yields to the executor (the
+    /// Holds every frame sent from now on in the queue, unwritten, until [`Connection::uncork`]
+    /// writes them together: the replies to the messages of one read (three subscriptions'
+    /// `subscription_succeeded`, say) or the upgrade answer with `connection_established` go
+    /// out in one `sendmsg(2)` instead of one `send(2)` each. Callers uncork before they yield.
+    pub fn cork(&self) {
+        self.state.borrow_mut().corked = true;
+    }
+
+    /// Ends [`Connection::cork`]: writes what is queued with vectored sends, leaving to the
+    /// connection's task what the socket does not take now.
+    pub fn uncork(&self) {
+        let mut state = self.state.borrow_mut();
+        state.corked = false;
+        if state.close.is_some() || state.queue.is_empty() {
+            return;
+        }
+        // SAFETY: as in `send`: `close` is not set, so `mark_closed` has not been called and
+        // the fd is open for this borrow.
+        let fd = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        match state.queue.flush_vectored(fd) {
+            FlushOutcome::Empty => {}
+            FlushOutcome::WouldBlock => wake(&state.waker),
+            FlushOutcome::Broken => request_close(&mut state, None, "Socket broken"),
+        }
+    }
+
+    /// Sends bytes prepared for this socket that are not a Pusher message (the upgrade answer):
+    /// not counted as a message.
+    pub fn send_prepared(&self, bytes: Vec<u8>) {
+        self.send(OutFrame::Owned(bytes));
+    }
+
+    /// The socket's descriptor when a write may go straight to it: nothing is queued, no close
+    /// was asked and it is not corked. It stays open until the caller next yields to the executor (the
     /// connection's task, the only one that closes it, cannot run before).
     pub fn direct_fd(&self) -> Option<RawFd> {
         let state = self.state.borrow();
-        (state.close.is_none() && state.queue.is_empty()).then_some(self.fd)
+        (state.close.is_none() && !state.corked && state.queue.is_empty()).then_some(self.fd)
     }
 
     /// Takes the result of a write of `frames` laid end to end that the caller made itself to

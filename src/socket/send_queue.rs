@@ -123,6 +123,11 @@ impl SendQueue {
         outcome
     }
 
+    /// Queues `frame` behind the rest without trying to write it, within `budget` bytes.
+    pub fn hold(&mut self, frame: OutFrame, budget: usize) -> SendOutcome {
+        self.enqueue(frame, 0, budget)
+    }
+
     /// Queues `frame` of which the first `written` bytes already went out, within `budget`.
     fn enqueue(&mut self, frame: OutFrame, written: usize, budget: usize) -> SendOutcome {
         let remaining = frame.bytes().len() - written;
