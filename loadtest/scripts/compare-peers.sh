@@ -6,14 +6,19 @@
 #
 #   bash loadtest/scripts/compare-peers.sh [servers...]     # default: warren soketi sockudo raw
 #
+# Servers: warren ($WARREN_BIN), warren-before ($WARREN_BEFORE_BIN: an older build, for a
+# before/after table in the same run), soketi, sockudo, raw (the harness's own writer; fan-out
+# rows only).
+#
 # Run from the project root after
 #   cargo build --release --bin warren && cargo build --release -p warren-loadtest
 # and (for the peers) `bash ../shared/peers/install.sh`; a peer whose start script is missing
 # or fails is skipped with a note. Never in CI: it takes ~10 minutes and needs the peers.
 #
 # Env: WARREN_BIN (target/release/warren), LOADTEST_BIN (target/release/warren-loadtest),
-# PEERS_DIR (../shared/peers), OUT_DIR (/tmp/compare-peers-<time>), SERVER_CPU (0),
-# HARNESS_CPU (1), ROWS (all: idle fanout saturation connections api-channels api-latency),
+# WARREN_BEFORE_BIN (for warren-before), PEERS_DIR (../shared/peers), OUT_DIR (/tmp/compare-peers-<time>), SERVER_CPU (0),
+# HARNESS_CPU (1), ROWS (all: idle fanout saturation connections api-channels api-latency
+# api-latency-0 api-latency-5k api-latency-10k client-events),
 # CONNECT_THREADS (harness threads for the connections row, 2), REPEAT (1: runs per cell),
 # API_LATENCY_MESSAGES (triggers in the api-latency row, 300).
 # Output: $OUT_DIR/commands.txt (every command, in order), $OUT_DIR/<row>-<server>-<n>.{out,json,log},
@@ -28,7 +33,8 @@ PEERS_DIR="${PEERS_DIR:-$ROOT/../shared/peers}"
 OUT_DIR="${OUT_DIR:-/tmp/compare-peers-$(date -u +%Y%m%dT%H%M%S)}"
 SERVER_CPU="${SERVER_CPU:-0}"
 HARNESS_CPU="${HARNESS_CPU:-1}"
-ROWS="${ROWS:-idle fanout saturation connections api-channels api-latency}"
+ROWS="${ROWS:-idle fanout saturation connections api-channels api-latency api-latency-0 api-latency-5k api-latency-10k client-events}"
+WARREN_BEFORE_BIN="${WARREN_BEFORE_BIN:-}"
 CONNECT_THREADS="${CONNECT_THREADS:-2}"
 REPEAT="${REPEAT:-1}"
 API_LATENCY_MESSAGES="${API_LATENCY_MESSAGES:-300}"
@@ -39,12 +45,13 @@ COMMANDS="$OUT_DIR/commands.txt"
 : >"$COMMANDS"
 [ -x "$LOADTEST_BIN" ] || { echo "compare-peers: $LOADTEST_BIN missing (cargo build --release -p warren-loadtest)" >&2; exit 1; }
 
-port_of() { case $1 in warren) echo 6150 ;; soketi) echo 6101 ;; sockudo) echo 6201 ;; esac; }
+port_of() { case $1 in warren) echo 6150 ;; warren-before) echo 6160 ;; soketi) echo 6101 ;; sockudo) echo 6201 ;; esac; }
 
 # The command line that starts server $1 in the foreground (it must exec the server).
 start_command() {
   case $1 in
     warren) echo "taskset -c $SERVER_CPU $WARREN_BIN --port 6150 --bind 127.0.0.1 --shards 1" ;;
+    warren-before) echo "taskset -c $SERVER_CPU $WARREN_BEFORE_BIN --port 6160 --bind 127.0.0.1 --shards 1" ;;
     soketi) echo "env PORT=6101 taskset -c $SERVER_CPU $PEERS_DIR/start-soketi.sh" ;;
     sockudo) echo "env PORT=6201 taskset -c $SERVER_CPU $PEERS_DIR/start-sockudo.sh" ;;
   esac
@@ -97,6 +104,10 @@ row_args() {
     connections) echo "connections --connections 10000 --channels-per-connection 3 --channel-pool 1000 --private --hold-secs 2 --threads $CONNECT_THREADS --source-ips 4 --json" ;;
     api-channels) echo "channels --connections 1000 --rate 3000 --duration-secs 5 --json" ;;
     api-latency) echo "api-latency --subscribers 5000 --messages $API_LATENCY_MESSAGES --json" ;;
+    api-latency-0) echo "api-latency --subscribers 0 --messages 100 --rate 10 --json" ;;
+    api-latency-5k) echo "api-latency --subscribers 5000 --messages 100 --rate 10 --json" ;;
+    api-latency-10k) echo "api-latency --subscribers 10000 --messages 100 --rate 10 --source-ips 4 --json" ;;
+    client-events) echo "client-events --subscribers 1000 --events 100 --senders 10 --rate 10 --json" ;;
   esac
 }
 
@@ -130,6 +141,7 @@ run_cell() { # row server n
 have_server() {
   case $1 in
     warren) [ -x "$WARREN_BIN" ] ;;
+    warren-before) [ -n "$WARREN_BEFORE_BIN" ] && [ -x "$WARREN_BEFORE_BIN" ] ;;
     soketi) [ -d /opt/peers/soketi/node_modules ] ;;
     sockudo) [ -x /opt/peers/sockudo/bin/sockudo ] ;;
     raw) true ;;
@@ -179,7 +191,11 @@ rows = [
     ("same, CPU-s per million deliveries", "saturation", lambda f: f"{f['server_cpu_s_per_million_deliveries']:.2f}"),
     ("connect + 3 private subscriptions per second (10k)", "connections", lambda f: f"{f['connects_per_s']/1000:.1f}k"),
     ("API publish to 1-subscriber channels at 3k/s, CPU µs per publish", "api-channels", lambda f: f"{f['server_cpu_s']*1e6/f['messages_published']:.0f}"),
-    ("API trigger answer time, 5k subscribers: p50 / p99 ms", "api-latency", lambda f: f"{f['trigger_p50_ms']:.1f} / {f['trigger_p99_ms']:.1f}"),
+    ("back-to-back SDK triggers, 5k subscribers: triggers/s, answer p50 / p99 ms", "api-latency", lambda f: f"{f['triggers_per_s']:.1f}/s, {f['trigger_p50_ms']:.1f} / {f['trigger_p99_ms']:.1f}"),
+    ("trigger answer at 10/s, empty channel: p50 / p99 ms", "api-latency-0", lambda f: f"{f['trigger_p50_ms']:.2f} / {f['trigger_p99_ms']:.2f}"),
+    ("same, 5k subscribers", "api-latency-5k", lambda f: f"{f['trigger_p50_ms']:.2f} / {f['trigger_p99_ms']:.2f}"),
+    ("same, 10k subscribers", "api-latency-10k", lambda f: f"{f['trigger_p50_ms']:.2f} / {f['trigger_p99_ms']:.2f}"),
+    ("client events, 1,000 subscribers + 10 senders: server CPU ms per 100k deliveries, lost", "client-events", lambda f: f"{f['cpu_ms_per_100k']:.0f}, {f['lost']}"),
 ]
 print("| figure | " + " | ".join(servers) + " |")
 print("|---|" + "---|" * len(servers))
