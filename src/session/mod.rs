@@ -28,7 +28,8 @@ pub async fn serve(shard: Rc<Shard>, mut stream: TcpStream) {
     if let Some(admitted) =
         Box::pin(websocket::upgrade(&shard, &mut stream, *head, client_ip)).await
     {
-        let session = websocket::session(shard, stream, admitted, leftover, client_ip);
+        let conn = websocket::open(&shard, &stream, admitted, client_ip);
+        let session = websocket::session(shard, stream, conn, leftover, client_ip);
         glommio::spawn_local(session).detach();
     } else {
         tracing::debug!(%client_ip, "WebSocket connection refused");

@@ -62,48 +62,59 @@ enum Step {
     End(End),
 }
 
-/// Runs an admitted WebSocket client's session to its end. (An `async move` block rather than an
+/// Opens an admitted client's connection on its shard: registers it and writes the upgrade
+/// answer together with `connection_established` (one write). The returned connection must go
+/// to [`session`] with this same `stream`.
+pub(super) fn open(
+    shard: &Shard,
+    stream: &TcpStream,
+    admitted: Admitted,
+    client_ip: std::net::IpAddr,
+) -> Rc<Connection> {
+    let Admitted { app, answer } = admitted;
+    // SAFETY: `session` takes `stream` with this connection, owns it until its end and calls
+    // `conn.mark_closed()` before `finish` drops it: the fd stays open as the contract asks.
+    let conn = Rc::new(unsafe {
+        Connection::new(
+            shard.new_socket_id(),
+            app,
+            stream.as_raw_fd(),
+            shard.config.server.send_queue_bytes,
+            shard.now(),
+        )
+    });
+    shard.register(conn.clone());
+    crate::metrics::with(|m| m.connection_opened());
+    tracing::debug!(socket_id = %conn.socket_id, %client_ip, app = conn.app.id(), "connection opened");
+    conn.cork();
+    conn.send_prepared(answer);
+    conn.send_text(&outbound::connection_established(
+        conn.socket_id,
+        shard.config.server.activity_timeout,
+        conn.app.config.compat,
+    ));
+    conn.uncork();
+    conn
+}
+
+/// Runs an opened connection's session to its end. (An `async move` block rather than an
 /// `async fn`: the block keeps its captures in place, where an `async fn` would also hold copies
 /// of its arguments for the whole session.)
 #[allow(clippy::manual_async_fn)]
 pub(super) fn session(
     shard: Rc<Shard>,
     mut stream: TcpStream,
-    admitted: Admitted,
+    conn: Rc<Connection>,
     leftover: Vec<u8>,
     client_ip: std::net::IpAddr,
 ) -> impl Future<Output = ()> {
     async move {
-        let Admitted { app, answer } = admitted;
-        // SAFETY: this task owns `stream` until its end, and calls `conn.mark_closed()` below
-        // before `finish` drops the stream: the fd stays open for as long as the contract asks.
-        let conn = Rc::new(unsafe {
-            Connection::new(
-                shard.new_socket_id(),
-                app.clone(),
-                stream.as_raw_fd(),
-                shard.config.server.send_queue_bytes,
-                shard.now(),
-            )
-        });
-        shard.register(conn.clone());
-        crate::metrics::with(|m| m.connection_opened());
-        tracing::debug!(socket_id = %conn.socket_id, %client_ip, app = app.id(), "connection opened");
-        // The upgrade answer and `connection_established` in one write.
-        conn.cork();
-        conn.send_prepared(answer);
-        conn.send_text(&outbound::connection_established(
-            conn.socket_id,
-            shard.config.server.activity_timeout,
-            app.config.compat,
-        ));
-        conn.uncork();
         let end = run_session(&shard, &conn, &mut stream, leftover).await;
         crate::metrics::with(|m| m.connection_closed(end.close_code()));
         tracing::debug!(socket_id = %conn.socket_id, %client_ip, code = end.close_code(), "connection closed");
         conn.mark_closed();
         shard.unregister(&conn);
-        app.release_connection();
+        conn.app.release_connection();
         Box::pin(finish(&shard, &conn, stream, end)).await;
     }
 }

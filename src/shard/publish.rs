@@ -37,7 +37,10 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::Instant;
 
-/// How long the fan-out runs before the executor polls the sockets and runs the other tasks.
+/// The fan-out queue's latency requirement: how long it runs before the executor polls the
+/// sockets and runs the other tasks, once glommio has armed its preempt timer for it (the
+/// executor's own timer, `server::PREEMPT_TIMER`, is as short, and is what holds when the fan-out
+/// was started by a task of another queue).
 const FANOUT_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Most frames of one channel, queued back to back, that the fan-out writes to each socket
@@ -451,10 +454,10 @@ impl Shard {
         };
         for sockets in snapshot.chunks(BATCH) {
             sent.add(writer.write(sockets, &frames));
-            // The fan-out's task queue asks for a preemption every `FANOUT_SLICE`
-            // (`spawn_deliveries`): then the executor polls the sockets and runs the
-            // connection tasks (HTTP requests, client reads) before it comes back, so a
-            // publish is answered while a large fan-out is still being written.
+            // The executor's preempt timer fires every millisecond (`server::PREEMPT_TIMER`,
+            // `FANOUT_SLICE`): then the fan-out yields here, the executor polls the sockets
+            // and runs the connection tasks (HTTP requests, client reads) before it comes
+            // back, so a publish is answered while a large fan-out is still being written.
             glommio::yield_if_needed().await;
         }
         record_deliveries(group, sent);
