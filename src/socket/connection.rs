@@ -199,8 +199,8 @@ impl Connection {
     }
 
     /// The socket's descriptor when a write may go straight to it: nothing is queued, no close
-    /// was asked and it is not corked. It stays open until the caller next yields to the executor (the
-    /// connection's task, the only one that closes it, cannot run before).
+    /// was asked and it is not corked. It stays open until the caller next yields to the
+    /// executor (the connection's task, the only one that closes it, cannot run before).
     pub fn direct_fd(&self) -> Option<RawFd> {
         let state = self.state.borrow();
         (state.close.is_none() && !state.corked && state.queue.is_empty()).then_some(self.fd)
