@@ -177,14 +177,6 @@ fn bind_one(addr: SocketAddr, backlog: i32) -> std::io::Result<Socket> {
     Ok(socket)
 }
 
-/// How long a shard's executor runs tasks before it polls its rings again (glommio's preempt
-/// timer; glommio's default is 100 ms). glommio arms the timer when it polls, for the task
-/// queues active *then*: an HTTP request that starts a large fan-out arms no shorter timer
-/// for it, so with the default the fan-out ran up to 100 ms before the executor saw the next
-/// request (back-to-back triggers into a 5k channel were answered in ~40 ms). At 1 ms a busy
-/// shard polls its rings ~1,000 times a second: one `io_uring_enter` each, nothing when idle.
-const PREEMPT_TIMER: Duration = Duration::from_millis(1);
-
 /// Starts one shard's executor thread. Creating io_uring rings can fail for a moment while a
 /// previous server's locked memory is being released, so start-up retries a few times.
 fn spawn_shard(
@@ -200,8 +192,7 @@ fn spawn_shard(
             for attempt in 0..50 {
                 let builder = LocalExecutorBuilder::new(placement.clone())
                     .name(&name)
-                    .io_memory(io_memory)
-                    .preempt_timer(PREEMPT_TIMER);
+                    .io_memory(io_memory);
                 match builder.make() {
                     Ok(executor) => {
                         let setup = setup.take().expect("the shard starts once");

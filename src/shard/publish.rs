@@ -35,12 +35,11 @@ use std::future::poll_fn;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::task::{Poll, Waker};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// The fan-out queue's latency requirement: how long it runs before the executor polls the
-/// sockets and runs the other tasks, once glommio has armed its preempt timer for it (the
-/// executor's own timer, `server::PREEMPT_TIMER`, is as short, and is what holds when the fan-out
-/// was started by a task of another queue).
+/// sockets and runs the other tasks, once glommio has armed its preempt timer for it (see
+/// `deliver_local`).
 const FANOUT_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// Most frames of one channel, queued back to back, that the fan-out writes to each socket
@@ -452,10 +451,15 @@ impl Shard {
             }
             local.subscribers().cloned().collect()
         };
+        // glommio arms its preempt timer when it polls its rings, for the task queues active
+        // then. A fan-out started by an HTTP request (default queue) would run under the
+        // default queue's timer (100 ms) and hold the next request until it ends: sleeping a
+        // moment first lets the executor poll again with this queue active, which arms
+        // `FANOUT_SLICE`.
+        glommio::timer::sleep(Duration::from_micros(100)).await;
         for sockets in snapshot.chunks(BATCH) {
             sent.add(writer.write(sockets, &frames));
-            // The executor's preempt timer fires every millisecond (`server::PREEMPT_TIMER`,
-            // `FANOUT_SLICE`): then the fan-out yields here, the executor polls the sockets
+            // The preempt timer fires every `FANOUT_SLICE`: then the fan-out yields here, the executor polls the sockets
             // and runs the connection tasks (HTTP requests, client reads) before it comes
             // back, so a publish is answered while a large fan-out is still being written.
             glommio::yield_if_needed().await;
