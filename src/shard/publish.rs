@@ -25,7 +25,7 @@ use crate::app::App;
 use crate::channels::presence::Joined;
 use crate::protocol::outbound::{self, EventData};
 use crate::protocol::SocketId;
-use crate::socket::fanout_writer::{FanoutWriter, Handed, Outgoing, BATCH};
+use crate::socket::fanout_writer::{Broadcast, FanoutWriter, Handed, Outgoing, BATCH};
 use crate::socket::Connection;
 use crate::ws::frame::{shared_text_frame, SharedFrame};
 use smallvec::SmallVec;
@@ -439,13 +439,15 @@ impl Shard {
             })
             .collect();
         let mut sent = Handed::default();
+        let broadcast;
         let snapshot: Vec<Rc<Connection>> = {
             let table = self.channels.borrow();
             let Some(local) = table.get(app, channel) else {
                 return;
             };
+            broadcast = Broadcast::new(&frames);
             if local.len() <= BATCH {
-                sent = writer.write(local.subscribers(), &frames);
+                sent = writer.write(local.subscribers(), &broadcast);
                 record_deliveries(group, sent);
                 return;
             }
@@ -458,7 +460,7 @@ impl Shard {
         // `FANOUT_SLICE`.
         glommio::timer::sleep(Duration::from_micros(100)).await;
         for sockets in snapshot.chunks(BATCH) {
-            sent.add(writer.write(sockets, &frames));
+            sent.add(writer.write(sockets, &broadcast));
             // The preempt timer fires every `FANOUT_SLICE`: then the fan-out yields here, the executor polls the sockets
             // and runs the connection tasks (HTTP requests, client reads) before it comes
             // back, so a publish is answered while a large fan-out is still being written.

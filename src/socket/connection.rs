@@ -206,14 +206,18 @@ impl Connection {
         (state.close.is_none() && !state.corked && state.queue.is_empty()).then_some(self.fd)
     }
 
-    /// Takes the result of a write of `frames` laid end to end that the caller made itself to
-    /// [`Connection::direct_fd`] (the fan-out's batched writes, `socket::fanout_writer`): the
-    /// rest is queued and flushed by the connection's task, as for any other send.
-    pub fn finish_direct_write<'a, I>(&self, frames: I, result: std::io::Result<usize>)
-    where
-        I: IntoIterator<Item = &'a SharedFrame> + Clone,
+    /// Takes the result of a write of `frames` laid end to end (`total` bytes) that the caller
+    /// made itself to [`Connection::direct_fd`] (the fan-out's batched writes,
+    /// `socket::fanout_writer`): the rest is queued and flushed by the connection's task, as
+    /// for any other send.
+    pub fn finish_direct_write<'a, I>(
+        &self,
+        frames: I,
+        total: usize,
+        result: std::io::Result<usize>,
+    ) where
+        I: IntoIterator<Item = &'a SharedFrame>,
     {
-        let total: usize = frames.clone().into_iter().map(|f| f.len()).sum();
         if matches!(result, Ok(n) if n == total) {
             return;
         }

@@ -106,47 +106,44 @@ impl FanoutWriter {
         self.ring.is_some()
     }
 
-    /// Writes `frames`, in order, to each of `sockets`, skipping each frame's `except`, and
-    /// returns what it handed to sockets. Every write has completed (or been queued behind
-    /// the socket's other frames) when it returns.
-    pub fn write<'c, I>(&mut self, sockets: I, frames: &[Outgoing<'_>]) -> Handed
+    /// Writes `broadcast`'s frames, in order, to each of `sockets`, skipping each frame's
+    /// `except`, and returns what it handed to sockets. Every write has completed (or been
+    /// queued behind the socket's other frames) when it returns.
+    pub fn write<'c, I>(&mut self, sockets: I, broadcast: &Broadcast<'_>) -> Handed
     where
         I: IntoIterator<Item = &'c Rc<Connection>>,
     {
-        let plain: SmallVec<[&SharedFrame; 8]> = frames.iter().map(|o| o.frame).collect();
-        let skipping: SmallVec<[SocketId; 2]> = frames.iter().filter_map(|o| o.except).collect();
-        let layout = FrameLayout::new(&plain);
-        let all = Handed {
-            frames: plain.len(),
-            bytes: plain.iter().map(|frame| frame.len()).sum(),
-        };
         let mut handed = Handed::default();
         for conn in sockets {
-            if skipping.contains(&conn.socket_id) {
-                handed.add(send_each_but_own(conn, frames));
+            if broadcast.skipping.contains(&conn.socket_id) {
+                handed.add(send_each_but_own(conn, broadcast.outgoing));
                 continue;
             }
-            handed.add(all);
+            handed.add(broadcast.each);
             match conn.direct_fd() {
                 Some(fd) => self.batch.push((conn.clone(), fd)),
-                None => plain.iter().for_each(|frame| conn.send_shared(frame)),
+                None => broadcast
+                    .frames
+                    .iter()
+                    .for_each(|frame| conn.send_shared(frame)),
             }
             if self.batch.len() == BATCH {
-                self.flush(&plain, &layout);
+                self.flush(broadcast);
             }
         }
-        self.flush(&plain, &layout);
+        self.flush(broadcast);
         handed
     }
 
     /// Writes the batch and hands each socket its result.
-    fn flush(&mut self, frames: &[&SharedFrame], layout: &FrameLayout) {
+    fn flush(&mut self, broadcast: &Broadcast<'_>) {
         if self.batch.is_empty() {
             return;
         }
+        let frames = &broadcast.frames[..];
         if let Some(ring) = self.ring.as_mut() {
             let mut done = [false; BATCH];
-            if let Err(e) = submit_and_reap(ring, &self.batch, frames, layout, &mut done) {
+            if let Err(e) = submit_and_reap(ring, &self.batch, broadcast, &mut done) {
                 // Not expected (the ring is ours and sized for the batch): give the ring up
                 // (dropping it before the frames) and end the connections whose writes are
                 // unaccounted for; their clients reconnect.
@@ -158,7 +155,8 @@ impl FanoutWriter {
             }
         } else {
             for (conn, fd) in &self.batch {
-                conn.finish_direct_write(frames.iter().copied(), write_one(*fd, frames));
+                let result = write_one(*fd, frames);
+                conn.finish_direct_write(frames.iter().copied(), broadcast.each.bytes, result);
             }
         }
         self.batch.clear();
@@ -182,6 +180,38 @@ fn send_each_but_own(conn: &Connection, frames: &[Outgoing<'_>]) -> Handed {
         });
     }
     handed
+}
+
+/// The frames of one fan-out, prepared once for all its sockets (whatever the number of
+/// [`FanoutWriter::write`] calls it takes): the frames, the sockets some frame skips, what one
+/// socket gets, and the message header for SENDMSG.
+pub struct Broadcast<'a> {
+    outgoing: &'a [Outgoing<'a>],
+    frames: SmallVec<[&'a SharedFrame; 8]>,
+    skipping: SmallVec<[SocketId; 2]>,
+    /// What a socket that no frame skips gets.
+    each: Handed,
+    layout: Box<FrameLayout>,
+}
+
+impl<'a> Broadcast<'a> {
+    /// Prepares `outgoing` (one channel's frames, in order) for writing.
+    pub fn new(outgoing: &'a [Outgoing<'a>]) -> Self {
+        let frames: SmallVec<[&SharedFrame; 8]> = outgoing.iter().map(|o| o.frame).collect();
+        let skipping = outgoing.iter().filter_map(|o| o.except).collect();
+        let each = Handed {
+            frames: frames.len(),
+            bytes: frames.iter().map(|frame| frame.len()).sum(),
+        };
+        let layout = FrameLayout::new(&frames);
+        Broadcast {
+            outgoing,
+            frames,
+            skipping,
+            each,
+            layout,
+        }
+    }
 }
 
 /// The frames of one write as the kernel reads them: slices for `sendmsg`, and the message
@@ -216,15 +246,15 @@ impl FrameLayout {
 fn submit_and_reap(
     ring: &mut IoUring,
     batch: &[(Rc<Connection>, RawFd)],
-    frames: &[&SharedFrame],
-    layout: &FrameLayout,
+    broadcast: &Broadcast<'_>,
     done: &mut [bool; BATCH],
 ) -> io::Result<()> {
+    let frames = &broadcast.frames[..];
     {
         let mut queue = ring.submission();
         for (index, (_, fd)) in batch.iter().enumerate() {
-            let entry = send_entry(*fd, frames, layout).user_data(index as u64);
-            // SAFETY: the entry points at `frames`' bytes and at `layout`, both borrowed by this
+            let entry = send_entry(*fd, frames, &broadcast.layout).user_data(index as u64);
+            // SAFETY: the entry points at `frames`' bytes and at the layout, both borrowed by this
             // function, which returns only after reaping every entry it pushed; `fd` is open until
             // the connection's task runs (`Connection::direct_fd`), which cannot happen before
             // this synchronous call ends. The queue is empty here and `batch` holds at most
@@ -245,7 +275,7 @@ fn submit_and_reap(
                 continue;
             };
             let result = completion_result(completion.result());
-            conn.finish_direct_write(frames.iter().copied(), result);
+            conn.finish_direct_write(frames.iter().copied(), broadcast.each.bytes, result);
             done[index] = true;
             reaped += 1;
         }

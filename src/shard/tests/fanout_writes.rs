@@ -4,7 +4,7 @@
 
 use super::*;
 use crate::protocol::outbound::EventData;
-use crate::socket::fanout_writer::{FanoutWriter, Outgoing, BATCH};
+use crate::socket::fanout_writer::{Broadcast, FanoutWriter, Outgoing, BATCH};
 use crate::socket::send_queue::FlushOutcome;
 use crate::ws::frame::{shared_text_frame, SharedFrame};
 
@@ -151,7 +151,7 @@ async fn write_in_groups(
                 except: skips_sender((start * group + i) as u64).then_some(sender),
             })
             .collect();
-        let handed = writer.write(&sockets, &outgoing);
+        let handed = writer.write(&sockets, &Broadcast::new(&outgoing));
         let skipped = outgoing.iter().filter(|o| o.except.is_some()).count();
         assert_eq!(handed.frames, sockets.len() * chunk.len() - skipped);
         glommio::yield_if_needed().await;
