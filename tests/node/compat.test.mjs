@@ -12,6 +12,7 @@ import {
   appsConfig,
   localAuthorizer,
   nextOf,
+  serverOptions,
   record,
   recordMessages,
   restClient,
@@ -33,12 +34,7 @@ const ctx = useServer({
 /** Options for pusher-js (also what Echo hands to it) against the test server as `user`. */
 function pusherOptions(user) {
   return {
-    wsHost: '127.0.0.1',
-    wsPort: ctx.server.port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    disableStats: true,
-    cluster: 'mt1',
+    ...serverOptions(ctx.server.port),
     channelAuthorization: { customHandler: localAuthorizer({ app: COMPAT_APP, user }) },
   };
 }

@@ -323,15 +323,25 @@ export function localAuthorizer({ app, user, secretFor = () => app.secret }) {
 
 // ---------------------------------------------------------------- clients
 
-/** Create a pusher-js client for the server on `port` (does not wait for it to connect). */
-export function createClient(port, { app = DEFAULT_APP, user, secretFor } = {}) {
-  return new Pusher(app.key, {
+/** pusher-js options for the test server on `port`: plain ws on loopback, no stats. */
+export function serverOptions(port) {
+  return {
     wsHost: '127.0.0.1',
     wsPort: port,
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
     cluster: 'mt1',
+  };
+}
+
+/** A webhook event predicate: event `name` on `channel`. */
+export const named = (name, channel) => (e) => e.name === name && e.channel === channel;
+
+/** Create a pusher-js client for the server on `port` (does not wait for it to connect). */
+export function createClient(port, { app = DEFAULT_APP, user, secretFor } = {}) {
+  return new Pusher(app.key, {
+    ...serverOptions(port),
     channelAuthorization: { customHandler: localAuthorizer({ app, user, secretFor }) },
   });
 }

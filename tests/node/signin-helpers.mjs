@@ -6,7 +6,7 @@ import { createServer } from 'node:http';
 import { after, before } from 'node:test';
 import Pusher from 'pusher-js';
 import PusherRest from 'pusher';
-import { DEFAULT_APP, nextOf, waitFor, waitForState } from './helpers.mjs';
+import { DEFAULT_APP, nextOf, serverOptions, waitFor, waitForState } from './helpers.mjs';
 
 /**
  * Starts the user-auth endpoint: POST with `socket_id` and `user` (the id) in the form body, an
@@ -59,12 +59,7 @@ export function userClient(port, authUrl, { user, watchlist, bad = false, app = 
   if (watchlist) params.watchlist = watchlist.join(',');
   if (bad) params.bad = '1';
   return new Pusher(app.key, {
-    wsHost: '127.0.0.1',
-    wsPort: port,
-    forceTLS: false,
-    enabledTransports: ['ws'],
-    disableStats: true,
-    cluster: 'mt1',
+    ...serverOptions(port),
     userAuthentication: { endpoint: authUrl, transport: 'ajax', params },
   });
 }

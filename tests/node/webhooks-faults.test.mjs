@@ -11,7 +11,7 @@
 
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, test } from 'node:test';
-import { E2E, logCount, readSpool, subscribed, uniqueName, waitFor, webhookScope } from './helpers.mjs';
+import { E2E, logCount, named, readSpool, subscribed, uniqueName, waitFor, webhookScope } from './helpers.mjs';
 
 const HEADERS = Object.freeze({ 'X-Custom': 'v' });
 const FAILED = 'webhook delivery failed';
@@ -27,7 +27,6 @@ afterEach(async (t) => {
   await scope.cleanup(t.passed === false);
 });
 
-const named = (name, channel) => (e) => e.name === name && e.channel === channel;
 const occ = (channel) => ({ name: 'channel_occupied', channel });
 const sortKey = (e) => JSON.stringify(Object.entries(e).sort());
 const sorted = (events) => [...events].sort((a, b) => (sortKey(a) < sortKey(b) ? -1 : 1));

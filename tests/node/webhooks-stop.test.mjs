@@ -17,7 +17,7 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, test } from 'node:test';
-import { DEFAULT_APP, E2E, SERVER_BIN, subscribed, uniqueName, waitFor, webhookConfig, webhookScope } from './helpers.mjs';
+import { DEFAULT_APP, E2E, SERVER_BIN, named, subscribed, uniqueName, waitFor, webhookConfig, webhookScope } from './helpers.mjs';
 import { rawPusher } from './raw-ws.mjs';
 
 const SLOW = { timeout: 60_000 };
@@ -30,7 +30,6 @@ afterEach(async (t) => {
   await scope.cleanup(t.passed === false);
 });
 
-const named = (name, channel) => (e) => e.name === name && e.channel === channel;
 const count = (events, pred) => events.filter(pred).length;
 
 /** Scrapes /metrics into a map from `name{labels}` to value. */

@@ -11,7 +11,7 @@
 
 import assert from 'node:assert/strict';
 import { afterEach, beforeEach, test } from 'node:test';
-import { DEFAULT_APP, E2E, restClient, sleep, subscribed, uniqueName, waitFor, webhookScope } from './helpers.mjs';
+import { DEFAULT_APP, E2E, named, restClient, sleep, subscribed, uniqueName, waitFor, webhookScope } from './helpers.mjs';
 
 const GRACE_MS = 500;
 const HEADERS = Object.freeze({ 'X-Custom': 'v' });
@@ -34,7 +34,6 @@ async function oneReceiver(settings = {}) {
 }
 
 const on = (channel) => (e) => e.channel === channel;
-const named = (name, channel) => (e) => e.name === name && e.channel === channel;
 
 /** GET /channels/{channel} through the SDK until `occupied` is false (the server has seen the leave). */
 async function waitUnoccupied(server, channel) {
