@@ -437,8 +437,10 @@ fn api_publisher(
             std::thread::sleep(due - now);
         }
         let c = shared.channel_of(k);
+        // A channel's sequence numbers count the publishes the server took: a refused one
+        // (429: the server's fan-out queues are full) is a publish error, not a lost delivery,
+        // and the next message takes its number.
         let q = seq[c];
-        seq[c] += 1;
         let data = payload(c, q, control.ns_of(due), shared.payload_bytes);
         let body = api::event_body(EVENT, &channels[c], &data);
         let sent_at = Instant::now();
@@ -448,6 +450,7 @@ fn api_publisher(
         match outcome {
             Ok(()) => {
                 took.saturating_record(took_us.max(1));
+                seq[c] += 1;
                 shared.count_sent(c, control)
             }
             Err(e) => {
