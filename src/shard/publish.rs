@@ -37,10 +37,14 @@ use std::sync::Arc;
 use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
-/// The fan-out queue's latency requirement: how long it runs before the executor polls the
-/// sockets and runs the other tasks, once glommio has armed its preempt timer for it (see
-/// `deliver_local`).
-const FANOUT_SLICE: std::time::Duration = std::time::Duration::from_millis(1);
+/// How long a shard's executor runs tasks before it polls its rings again (glommio's preempt
+/// timer, for every task queue; glommio's default is 100 ms). A large fan-out yields between
+/// batches once it has fired, and the executor then reads the requests that arrived meanwhile:
+/// an HTTP publish waits about two of these behind a fan-out, one for its read to be polled
+/// and one for the fan-out's turn that glommio schedules first (docs/architecture.md, "Why a
+/// shard polls every 250 µs"). A busy shard polls ~4,000 times a second, an `io_uring_enter`
+/// or two each; an idle one arms no timer.
+pub const PREEMPT_TIMER: Duration = Duration::from_micros(250);
 
 /// Most frames of one channel, queued back to back, that the fan-out writes to each socket
 /// together (one SENDMSG per socket instead of one SEND per frame and socket).
@@ -200,13 +204,13 @@ impl DeliveryQueue {
 }
 
 /// Starts the shard's fan-out task in a task queue of its own, beside the default queue of the
-/// connection tasks, so that a long fan-out can hand the core back to them (see
+/// connection tasks, so that glommio shares the core between a long fan-out and them (see
 /// `deliver_local`).
 pub(crate) fn spawn_deliveries(shard: Rc<Shard>) {
     let executor = glommio::executor();
     let queue = executor.create_task_queue(
         glommio::Shares::default(),
-        glommio::Latency::Matters(FANOUT_SLICE),
+        glommio::Latency::NotImportant,
         "fanout",
     );
     let task = executor
@@ -453,17 +457,12 @@ impl Shard {
             }
             local.subscribers().cloned().collect()
         };
-        // glommio arms its preempt timer when it polls its rings, for the task queues active
-        // then. A fan-out started by an HTTP request (default queue) would run under the
-        // default queue's timer (100 ms) and hold the next request until it ends: sleeping a
-        // moment first lets the executor poll again with this queue active, which arms
-        // `FANOUT_SLICE`.
-        glommio::timer::sleep(Duration::from_micros(100)).await;
         for sockets in snapshot.chunks(BATCH) {
             sent.add(writer.write(sockets, &broadcast));
-            // The preempt timer fires every `FANOUT_SLICE`: then the fan-out yields here, the executor polls the sockets
-            // and runs the connection tasks (HTTP requests, client reads) before it comes
-            // back, so a publish is answered while a large fan-out is still being written.
+            // The executor's preempt timer (`server::PREEMPT_TIMER`, 250 µs) fires while a
+            // batch is written: then the fan-out yields here, the executor polls its rings and
+            // runs the connection tasks (HTTP requests, client reads) before it comes back, so
+            // a publish is answered while a large fan-out is still being written.
             glommio::yield_if_needed().await;
         }
         record_deliveries(group, sent);

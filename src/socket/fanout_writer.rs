@@ -34,10 +34,11 @@ use std::os::fd::{BorrowedFd, RawFd};
 use std::rc::Rc;
 
 /// Sockets per submission, and the ring's size. The fan-out checks for a yield between batches,
-/// so this is also its preemption grain: 64 sockets are ~0.4 ms of one core. Measured on 5,000
-/// subscribers (docs/benchmarks.md): 256 gave back-to-back triggers a 5 ms median answer, 64 gives
-/// 3 ms, for ~7 % more CPU per delivery past saturation (the submissions, still 1 per 64 sends).
-pub const BATCH: usize = 64;
+/// so this is also its preemption grain: 32 sockets are ~0.15 ms of one core. Measured on 5,000
+/// subscribers with back-to-back triggers (docs/benchmarks.md): 64 answered at a 1.3–1.9 ms
+/// median, 32 at 0.9–1.0 ms, for ~2 % more CPU per delivery past saturation (one submission per
+/// 32 sends instead of 64).
+pub const BATCH: usize = 32;
 
 /// Flags of every fan-out send: never wait for room, never raise `SIGPIPE`.
 const SEND_FLAGS: i32 = libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL;
