@@ -6,7 +6,7 @@ use crate::app::AppRegistry;
 use crate::cluster::link::Link;
 use crate::config::Config;
 use crate::runtime::{self, ShardSetup};
-use crate::shard::{mesh, publish::PREEMPT_TIMER, ProcessState};
+use crate::shard::{mesh, ProcessState};
 use crate::webhooks::Webhooks;
 use glommio::{LocalExecutorBuilder, Placement};
 use socket2::{Domain, Socket, Type};
@@ -192,8 +192,7 @@ fn spawn_shard(
             for attempt in 0..50 {
                 let builder = LocalExecutorBuilder::new(placement.clone())
                     .name(&name)
-                    .io_memory(io_memory)
-                    .preempt_timer(PREEMPT_TIMER);
+                    .io_memory(io_memory);
                 match builder.make() {
                     Ok(executor) => {
                         let setup = setup.take().expect("the shard starts once");

@@ -86,9 +86,7 @@ where
     std::thread::spawn(move || {
         let mut make = Some(make);
         for _ in 0..50 {
-            let builder = LocalExecutorBuilder::new(Placement::Unbound)
-                .io_memory(64 * 1024)
-                .preempt_timer(super::publish::PREEMPT_TIMER);
+            let builder = LocalExecutorBuilder::new(Placement::Unbound).io_memory(64 * 1024);
             if let Ok(executor) = builder.make() {
                 let make = make.take().expect("runs once");
                 executor.run(make());
