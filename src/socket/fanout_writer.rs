@@ -36,7 +36,7 @@ use std::rc::Rc;
 /// Sockets per submission, and the ring's size. The fan-out checks for a yield between batches,
 /// so this is also its preemption grain: 32 sockets are ~0.15 ms of one core. Measured on 5,000
 /// subscribers with back-to-back triggers (docs/benchmarks.md): 64 answered at a 1.3–1.9 ms
-/// median, 32 at 0.9–1.0 ms, for ~2 % more CPU per delivery past saturation (one submission per
+/// median, 32 at 0.7–1.2 ms, for ~2 % more CPU per delivery past saturation (one submission per
 /// 32 sends instead of 64).
 pub const BATCH: usize = 32;
 
