@@ -40,11 +40,11 @@ use std::time::{Duration, Instant};
 /// The fan-out queue's latency requirement: while that queue is active, glommio's preempt
 /// timer fires every `FANOUT_SLICE`, the fan-out yields at its next batch boundary, and the
 /// executor polls its rings and runs the connection tasks (HTTP requests, client reads). A
-/// request that arrives during a large fan-out waits about two slices: one for its read to be
-/// polled and one for the fan-out's turn, which glommio schedules first (docs/architecture.md,
-/// "Why a large fan-out runs in 250 µs slices"). Only this queue asks for it: with the same
-/// timer for the whole executor, paths that never wait behind a fan-out (an API publish to
-/// small channels) cost ~15 % more CPU.
+/// request that arrives during a large fan-out waits about one slice, for its read to be polled
+/// (the fan-out's turn that glommio would run first is cut short by `yield_to_woken_tasks`;
+/// docs/architecture.md, "Why a large fan-out runs in 250 µs slices"). Only this queue asks
+/// for it: with the same timer for the whole executor, paths that never wait behind a fan-out
+/// (an API publish to small channels) cost ~15 % more CPU.
 const FANOUT_SLICE: Duration = Duration::from_micros(250);
 
 /// Most frames of one channel, queued back to back, that the fan-out writes to each socket
