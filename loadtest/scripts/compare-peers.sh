@@ -17,7 +17,7 @@
 #
 # Env: WARREN_BIN (target/release/warren), LOADTEST_BIN (target/release/warren-loadtest),
 # WARREN_BEFORE_BIN (for warren-before), PEERS_DIR (../shared/peers), OUT_DIR (/tmp/compare-peers-<time>), SERVER_CPU (0),
-# HARNESS_CPU (1), ROWS (all: idle fanout saturation connections api-channels api-latency
+# HARNESS_CPU (1), ROWS (all: idle fanout saturation connections api-channels api-channels-quiet api-latency
 # api-latency-0 api-latency-5k api-latency-10k client-events),
 # CONNECT_THREADS (harness threads for the connections row, 2), REPEAT (1: runs per cell),
 # API_LATENCY_MESSAGES (triggers in the api-latency row, 300).
@@ -33,7 +33,7 @@ PEERS_DIR="${PEERS_DIR:-$ROOT/../shared/peers}"
 OUT_DIR="${OUT_DIR:-/tmp/compare-peers-$(date -u +%Y%m%dT%H%M%S)}"
 SERVER_CPU="${SERVER_CPU:-0}"
 HARNESS_CPU="${HARNESS_CPU:-1}"
-ROWS="${ROWS:-idle fanout saturation connections api-channels api-latency api-latency-0 api-latency-5k api-latency-10k client-events}"
+ROWS="${ROWS:-idle fanout saturation connections api-channels api-channels-quiet api-latency api-latency-0 api-latency-5k api-latency-10k client-events}"
 WARREN_BEFORE_BIN="${WARREN_BEFORE_BIN:-}"
 CONNECT_THREADS="${CONNECT_THREADS:-2}"
 REPEAT="${REPEAT:-1}"
@@ -103,6 +103,7 @@ row_args() {
     saturation) echo "fanout --subscribers 9960 --rate 20 --duration-secs 10 --payload-bytes 100 --json" ;;
     connections) echo "connections --connections 10000 --channels-per-connection 3 --channel-pool 1000 --private --hold-secs 2 --threads $CONNECT_THREADS --source-ips 4 --json" ;;
     api-channels) echo "channels --connections 1000 --rate 3000 --duration-secs 5 --json" ;;
+    api-channels-quiet) echo "channels --connections 1000 --quiet-connections 12000 --rate 3000 --duration-secs 5 --source-ips 4 --json" ;;
     api-latency) echo "api-latency --subscribers 5000 --messages $API_LATENCY_MESSAGES --json" ;;
     api-latency-0) echo "api-latency --subscribers 0 --messages 100 --rate 10 --json" ;;
     api-latency-5k) echo "api-latency --subscribers 5000 --messages 100 --rate 10 --json" ;;
@@ -190,7 +191,9 @@ rows = [
     ("past saturation 9,960 × 20/s: deliveries/s, lost", "saturation", lambda f: f"{f['deliveries_per_s']/1000:.1f}k, {f['lost']}"),
     ("same, CPU-s per million deliveries", "saturation", lambda f: f"{f['server_cpu_s_per_million_deliveries']:.2f}"),
     ("connect + 3 private subscriptions per second (10k)", "connections", lambda f: f"{f['connects_per_s']/1000:.1f}k"),
+    ("same, per second of server CPU", "connections", lambda f: f"{f['connects_per_server_cpu_s']/1000:.1f}k"),
     ("API publish to 1-subscriber channels at 3k/s, CPU µs per publish", "api-channels", lambda f: f"{f['server_cpu_s']*1e6/f['messages_published']:.0f}"),
+    ("same, while 12,000 idle connections are held", "api-channels-quiet", lambda f: f"{f['server_cpu_s']*1e6/f['messages_published']:.0f}"),
     ("back-to-back SDK triggers, 5k subscribers: triggers/s, answer p50 / p99 ms", "api-latency", lambda f: f"{f['triggers_per_s']:.1f}/s, {f['trigger_p50_ms']:.1f} / {f['trigger_p99_ms']:.1f}"),
     ("trigger answer at 10/s, empty channel: p50 / p99 ms", "api-latency-0", lambda f: f"{f['trigger_p50_ms']:.2f} / {f['trigger_p99_ms']:.2f}"),
     ("same, 5k subscribers", "api-latency-5k", lambda f: f"{f['trigger_p50_ms']:.2f} / {f['trigger_p99_ms']:.2f}"),

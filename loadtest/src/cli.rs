@@ -215,6 +215,11 @@ pub struct ChannelsArgs {
     /// Connections, each on its own channel `loadtest-ch-{i}`.
     #[arg(long, default_value_t = 1_000)]
     pub connections: usize,
+    /// Connections more, all on one channel that is never published to (`loadtest-quiet`):
+    /// idle sockets the server holds while the publishes run (what a publish costs on a busy
+    /// box).
+    #[arg(long, default_value_t = 0)]
+    pub quiet_connections: usize,
 }
 
 /// Options of `connections`.

@@ -198,6 +198,33 @@ fn channels() {
 }
 
 #[test]
+fn channels_with_quiet_connections() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    let server = start_warren();
+    let url = format!("ws://{}", server.local_addr());
+    let (report, _) = run(
+        "channels-quiet",
+        Some(&url),
+        &[
+            "channels",
+            "--connections",
+            "40",
+            "--quiet-connections",
+            "30",
+            "--rate",
+            "50",
+            "--duration-secs",
+            "2",
+        ],
+    );
+    // The quiet connections subscribe too, and are sent nothing.
+    all_accounted(&report, 70, 100);
+    assert_eq!(figure(&report, "delivered"), 100);
+    assert_eq!(report["params"]["quiet_connections"], 30);
+    server.shutdown();
+}
+
+#[test]
 fn connections_public_and_private() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_warren();

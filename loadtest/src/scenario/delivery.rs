@@ -84,6 +84,9 @@ pub struct Plan {
     /// `Some(M)`: the API publisher sends M messages back to back (each as soon as the previous
     /// one was answered) instead of on the `rate` schedule; latency counts from each send.
     pub back_to_back: Option<u64>,
+    /// How many of the last `channels` are never published to (their receivers are idle
+    /// connections held for the run).
+    pub quiet_channels: usize,
 }
 
 /// Churning connections: during the run, connection `k % n` is closed and reopened at
@@ -487,7 +490,7 @@ pub fn run(plan: Plan) -> Result<Report, String> {
         done: AtomicBool::new(false),
         messages,
         rate,
-        channels: plan.channels.len() as u64,
+        channels: (plan.channels.len() - plan.quiet_channels) as u64,
         random_channel: plan.random_channel,
         payload_bytes: plan.publish.payload_bytes,
         back_to_back: plan.back_to_back.is_some(),

@@ -63,6 +63,7 @@ fn fanout_with(
         probe: Probe::Process(common.server_pid),
         churn,
         back_to_back: None,
+        quiet_channels: 0,
     })?;
     if args.via == Via::ClientEvents && args.publish.rate / args.senders.max(1) as f64 > 10.0 {
         report.notes.push(
@@ -104,6 +105,7 @@ pub fn raw_fanout(args: &FanoutArgs) -> Result<Report, String> {
         probe: Probe::Thread(tid),
         churn: None,
         back_to_back: None,
+        quiet_channels: 0,
     });
     // Without a control block (an early error) the server thread cannot see the stop phase.
     if result.is_ok() {
@@ -125,19 +127,29 @@ pub fn raw_fanout(args: &FanoutArgs) -> Result<Report, String> {
 pub fn channels(args: &ChannelsArgs) -> Result<Report, String> {
     let common = &args.common;
     let n = args.connections;
-    delivery::run(Plan {
+    let quiet = args.quiet_connections;
+    let mut channels: Vec<String> = (0..n).map(|i| format!("loadtest-ch-{i}")).collect();
+    let mut channel_of: Vec<u32> = (0..n as u32).collect();
+    if quiet > 0 {
+        channels.push("loadtest-quiet".into());
+        channel_of.extend(std::iter::repeat_n(n as u32, quiet));
+    }
+    let mut report = delivery::run(Plan {
         scenario: "channels",
         common: common.clone(),
         publish: args.publish.clone(),
         target: Target::new(&common.url, &common.key)?,
-        channels: (0..n).map(|i| format!("loadtest-ch-{i}")).collect(),
-        channel_of: (0..n as u32).collect(),
+        channels,
+        channel_of,
         random_channel: true,
         publisher: api_publisher(common)?,
         probe: Probe::Process(common.server_pid),
         churn: None,
         back_to_back: None,
-    })
+        quiet_channels: usize::from(quiet > 0),
+    })?;
+    report.param("quiet_connections", quiet as u64);
+    Ok(report)
 }
 
 /// `api-latency`: S subscribers on one channel while the API publisher triggers back to back
@@ -164,6 +176,7 @@ pub fn api_latency(args: &ApiLatencyArgs) -> Result<Report, String> {
         probe: Probe::Process(common.server_pid),
         churn: None,
         back_to_back: args.rate.is_none().then_some(messages),
+        quiet_channels: 0,
     })?;
     report.param("subscribers", args.subscribers as u64);
     Ok(report)

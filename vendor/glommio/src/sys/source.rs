@@ -318,6 +318,7 @@ impl Source {
 impl Drop for Source {
     fn drop(&mut self) {
         let mut inner = self.inner.borrow_mut();
+        let is_timeout = matches!(inner.source_type, SourceType::Timeout(..));
         let enqueued = inner.enqueued.as_mut();
         if let Some(EnqueuedSource { id, queue, status }) = enqueued {
             match status {
@@ -336,7 +337,10 @@ impl Drop for Source {
                     // now, so we delay `consume_source` until we consume the
                     // corresponding event from the completion queue.
 
-                    queue.borrow_mut().cancel_request(*id);
+                    // Warren patch: a timeout is removed with TIMEOUT_REMOVE, which looks
+                    // in the ring's (short) timeout list only; ASYNC_CANCEL first searches
+                    // every poll request armed on the ring (see PATCHES.md).
+                    queue.borrow_mut().cancel_request(*id, is_timeout);
                     *status = EnqueuedStatus::Canceled; // not necessary, but useful for correctness
                 }
                 EnqueuedStatus::Canceled => unreachable!(),

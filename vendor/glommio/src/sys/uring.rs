@@ -623,9 +623,14 @@ impl UringQueueState {
         self.submissions.is_empty() && self.cancellations.is_empty()
     }
 
-    pub(crate) fn cancel_request(&mut self, id: SourceId) {
+    pub(crate) fn cancel_request(&mut self, id: SourceId, is_timeout: bool) {
+        let args = if is_timeout {
+            UringOpDescriptor::TimeoutRemove(to_user_data(id))
+        } else {
+            UringOpDescriptor::Cancel(to_user_data(id))
+        };
         self.cancellations.push_back(UringDescriptor {
-            args: UringOpDescriptor::Cancel(to_user_data(id)),
+            args,
             fd: -1,
             flags: SubmissionFlags::empty(),
             user_data: 0,
