@@ -174,53 +174,33 @@ fn raw_fanout_epoll() {
 }
 
 #[test]
-fn channels() {
+fn channels_with_and_without_quiet_connections() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let server = start_warren();
     let url = format!("ws://{}", server.local_addr());
-    let (report, _) = run(
-        "channels",
-        Some(&url),
-        &[
-            "channels",
-            "--connections",
-            "40",
-            "--rate",
-            "50",
-            "--duration-secs",
-            "2",
-        ],
-    );
-    all_accounted(&report, 40, 100);
-    // One receiver per channel: one delivery per message.
-    assert_eq!(figure(&report, "delivered"), 100);
-    server.shutdown();
-}
-
-#[test]
-fn channels_with_quiet_connections() {
-    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
-    let server = start_warren();
-    let url = format!("ws://{}", server.local_addr());
-    let (report, _) = run(
-        "channels-quiet",
-        Some(&url),
-        &[
-            "channels",
-            "--connections",
-            "40",
-            "--quiet-connections",
-            "30",
-            "--rate",
-            "50",
-            "--duration-secs",
-            "2",
-        ],
-    );
-    // The quiet connections subscribe too, and are sent nothing.
-    all_accounted(&report, 70, 100);
-    assert_eq!(figure(&report, "delivered"), 100);
-    assert_eq!(report["params"]["quiet_connections"], 30);
+    for quiet in [0u64, 30] {
+        let quiet_arg = quiet.to_string();
+        let (report, _) = run(
+            &format!("channels-quiet-{quiet}"),
+            Some(&url),
+            &[
+                "channels",
+                "--connections",
+                "40",
+                "--quiet-connections",
+                &quiet_arg,
+                "--rate",
+                "50",
+                "--duration-secs",
+                "2",
+            ],
+        );
+        // The quiet connections subscribe too, and are sent nothing.
+        all_accounted(&report, 40 + quiet, 100);
+        // One receiver per published channel: one delivery per message.
+        assert_eq!(figure(&report, "delivered"), 100);
+        assert_eq!(report["params"]["quiet_connections"], quiet);
+    }
     server.shutdown();
 }
 
