@@ -167,11 +167,15 @@ fn ensure_port_free(addr: SocketAddr) -> Result<(), StartError> {
     })
 }
 
+/// One listening socket: `SO_REUSEPORT` (one per shard on the same port), non-blocking, and
+/// `TCP_NODELAY`, which Linux copies to every accepted socket (one `setsockopt` fewer per
+/// connection; `accepted_sockets_inherit_nodelay` checks it).
 fn bind_one(addr: SocketAddr, backlog: i32) -> std::io::Result<Socket> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket)
@@ -267,5 +271,31 @@ impl Drop for ServerHandle {
     fn drop(&mut self) {
         self.process.stop.store(true, Ordering::Release);
         self.join();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::ErrorKind;
+    use std::net::{TcpListener, TcpStream};
+
+    #[test]
+    fn accepted_sockets_inherit_nodelay() {
+        let socket = bind_one("127.0.0.1:0".parse().unwrap(), 16).unwrap();
+        let addr = socket.local_addr().unwrap().as_socket().unwrap();
+        let listener = TcpListener::from(socket);
+        let _client = TcpStream::connect(addr).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((stream, _)) => break stream,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::thread::yield_now(),
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        assert!(
+            accepted.nodelay().unwrap(),
+            "TCP_NODELAY is copied from the listener"
+        );
     }
 }

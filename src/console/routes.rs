@@ -28,6 +28,12 @@ pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// How long a client may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// After a refused request: how long, and how many bytes at most, the rest of it is read and
+/// discarded before closing (closing with unread bytes resets the connection, which can destroy
+/// the answer before the client reads it).
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// The most bytes of a refused request read and discarded (see [`LINGER_TIME`]).
+const LINGER_BYTES: u64 = 1024 * 1024;
 /// How often a stream gets a fresh state snapshot.
 const STATE_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -110,7 +116,10 @@ fn handle(stream: TcpStream, context: &Context) -> io::Result<()> {
     let mut stream = stream;
     let request = match read_request(&mut reader) {
         Ok(request) => request,
-        Err((status, message)) => return respond(&mut stream, status, "text/plain", &message),
+        Err((status, message)) => {
+            respond(&mut stream, status, "text/plain", &message)?;
+            return linger(&stream, reader);
+        }
     };
     let token = request
         .authorization
@@ -149,6 +158,24 @@ fn handle(stream: TcpStream, context: &Context) -> io::Result<()> {
         }
         _ => respond(&mut stream, 404, "text/plain", "404: no such console path"),
     }
+}
+
+/// Half-closes `stream`, then discards what the client still sends (through `reader`, which
+/// holds what was read ahead) until it closes, [`LINGER_TIME`] passes or [`LINGER_BYTES`] were
+/// read.
+fn linger(stream: &TcpStream, reader: BufReader<TcpStream>) -> io::Result<()> {
+    stream.shutdown(std::net::Shutdown::Write)?;
+    stream.set_read_timeout(Some(LINGER_TIME))?;
+    let started = Instant::now();
+    let mut rest = reader.take(LINGER_BYTES);
+    let mut sink = [0u8; 8192];
+    while started.elapsed() < LINGER_TIME {
+        match rest.read(&mut sink) {
+            Ok(n) if n > 0 => continue,
+            _ => break,
+        }
+    }
+    Ok(())
 }
 
 fn read_request(reader: &mut BufReader<TcpStream>) -> Result<Request, (u16, String)> {

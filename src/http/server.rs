@@ -18,6 +18,11 @@ const HEAD_CHUNK: usize = 2048;
 /// Bytes read from the socket at most per read of a request body.
 const READ_CHUNK: usize = 16 * 1024;
 
+/// Bytes of an unread request (an oversized or late body) read and discarded after a refusal at
+/// most, so that closing does not reset the connection before the client has read the answer.
+/// Beyond it the connection is closed anyway (as nginx's `lingering_close` does).
+const LINGER_BYTES: usize = 4 * 1024 * 1024;
+
 /// How the plain-HTTP part of a connection ended.
 pub enum Served {
     /// The connection is done (closed by the client, refused, or `Connection: close`).
@@ -45,7 +50,7 @@ pub async fn serve(shard: &Shard, stream: &mut TcpStream) -> Served {
             Some(Ok(Some(request))) => request,
             Some(Ok(None)) => return Served::Closed,
             Some(Err(error)) => {
-                refuse(stream, error).await;
+                refuse(shard, stream, error).await;
                 return Served::Closed;
             }
             // An idle keep-alive connection that sent nothing is closed silently.
@@ -55,7 +60,7 @@ pub async fn serve(shard: &Shard, stream: &mut TcpStream) -> Served {
                     status: 408,
                     message: "Request not received in time",
                 };
-                refuse(stream, error).await;
+                refuse(shard, stream, error).await;
                 return Served::Closed;
             }
         };
@@ -73,11 +78,34 @@ pub async fn serve(shard: &Shard, stream: &mut TcpStream) -> Served {
     }
 }
 
-/// Answers with `error` and `Connection: close`.
-pub async fn refuse(stream: &mut TcpStream, error: HeadError) {
+/// Answers with `error` and `Connection: close`, then lingers: the client may still be sending
+/// the request (a body over the limit is refused before it is read), and closing a socket with
+/// unread bytes resets it, which can destroy the answer before the client reads it.
+pub async fn refuse(shard: &Shard, stream: &mut TcpStream, error: HeadError) {
     let response =
         Response::text(error.status, error.message).with_headers(error.response_headers());
-    let _ = write_response(stream, &response, true).await;
+    if write_response(stream, &response, true).await.is_ok() {
+        let grace = Duration::from_secs(shard.config.server.shutdown_grace);
+        linger(stream, grace, LINGER_BYTES).await;
+    }
+}
+
+/// Half-closes `stream` (our side is done), then reads and discards what the client still
+/// sends until it closes too, `limit` passes or `max_bytes` were discarded, whichever comes
+/// first. The caller drops the stream afterwards.
+pub async fn linger(stream: &mut TcpStream, limit: Duration, max_bytes: usize) {
+    let _ = stream.close().await;
+    with_timeout(limit, async {
+        let mut sink = vec![0u8; READ_CHUNK];
+        let mut discarded = 0;
+        while discarded < max_bytes {
+            match stream.read(&mut sink).await {
+                Ok(n) if n > 0 => discarded += n,
+                _ => break,
+            }
+        }
+    })
+    .await;
 }
 
 /// Reads one request: its head and, for plain HTTP, its body. For a WebSocket upgrade the "body"

@@ -78,7 +78,7 @@ async fn accept_loop(shard: Rc<Shard>, listener: TcpListener) {
     loop {
         match listener.accept().await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
+                // TCP_NODELAY comes from the listener (`server::bind_one`).
                 glommio::spawn_local(crate::session::serve(shard.clone(), stream)).detach();
             }
             Err(error) => {

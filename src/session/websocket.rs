@@ -13,7 +13,7 @@ use crate::shard::Shard;
 use crate::socket::{CloseRequest, Connection};
 use crate::ws::frame::{self, FrameDecoder, FrameError, WsEvent};
 use crate::ws::handshake;
-use futures_lite::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncRead, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::cell::RefCell;
 use std::future::{poll_fn, Future};
@@ -138,7 +138,7 @@ pub(super) async fn upgrade(
     let answer = match handshake::accept_upgrade(&head) {
         Ok(answer) => answer,
         Err(error) => {
-            http_server::refuse(stream, error).await;
+            http_server::refuse(shard, stream, error).await;
             return None;
         }
     };
@@ -299,11 +299,6 @@ async fn finish(shard: &Shard, conn: &Connection, mut stream: TcpStream, end: En
 /// After our close frame: half-closes, then reads (and discards) until the client closes too,
 /// for at most the shutdown grace period.
 async fn linger(shard: &Shard, stream: &mut TcpStream) {
-    let _ = stream.close().await;
     let grace = Duration::from_secs(shard.config.server.shutdown_grace);
-    with_timeout(grace, async {
-        let mut sink = vec![0u8; 512];
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
-    })
-    .await;
+    http_server::linger(stream, grace, usize::MAX).await;
 }

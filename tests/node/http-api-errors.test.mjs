@@ -341,6 +341,19 @@ test('data over 10 KB: 413, nothing published; exactly 10240 bytes is accepted',
   assert.deepEqual(got.items[0], { event: 'big', data: exact });
 });
 
+test('a body over every app\'s limit is refused unread, and the client still gets its 413 (not a reset)', E2E, async () => {
+  // 2 MB is over every app's max_request_body_bytes here (the default, 1 MiB), so the server
+  // answers as soon as it has the head, while the client is still sending. Closing then would
+  // reset the connection and could destroy the answer before the client reads it.
+  const { channel, got } = await watched();
+  for (let i = 0; i < 5; i += 1) {
+    const res = await post(EVENTS, JSON.stringify({ name: 'leak', data: 'x'.repeat(2_000_000), channel }));
+    assert.equal(res.status, 413, res.text.slice(0, 200));
+    assert.match(res.text, /too large/);
+  }
+  await assertNothingPublished(got, 'a body over every limit');
+});
+
 test('101 channels: 400, nothing published; 100 channels are accepted', E2E, async () => {
   const { channel, got } = await watched();
   const fillers = (n) => Array.from({ length: n }, (_, i) => `${channel}-filler-${i}`);

@@ -8,17 +8,13 @@ use crate::sys;
 use nix::sys::socket::{MsgFlags, SockaddrLike};
 use std::{io, os::unix::io::RawFd};
 
+/// One `accept` on a listener that is `O_NONBLOCK` (every glommio `TcpListener` is, see
+/// `TcpListener::from_raw_fd` and `bind`): `None` when no connection is pending.
+///
+/// (Warren's patch: upstream toggled `O_NONBLOCK` on a blocking listener around each call, three
+/// `fcntl` per accepted connection.)
 fn yolo_accept(fd: RawFd) -> Option<io::Result<RawFd>> {
-    let flags =
-        nix::fcntl::OFlag::from_bits(nix::fcntl::fcntl(fd, nix::fcntl::F_GETFL).unwrap()).unwrap();
-    nix::fcntl::fcntl(
-        fd,
-        nix::fcntl::F_SETFL(flags | nix::fcntl::OFlag::O_NONBLOCK),
-    )
-    .unwrap();
-    let r = sys::accept_syscall(fd);
-    nix::fcntl::fcntl(fd, nix::fcntl::F_SETFL(flags)).unwrap();
-    match r {
+    match sys::accept_syscall(fd) {
         Ok(x) => Some(Ok(x)),
         Err(err) => match err.kind() {
             io::ErrorKind::WouldBlock => None,

@@ -81,6 +81,9 @@ impl FromRawFd for TcpListener {
     /// Convert an already bound and listening RawFd into a TcpListener
     unsafe fn from_raw_fd(fd: RawFd) -> Self {
         let sk = Socket::from_raw_fd(fd);
+        // `shared_accept` relies on it (Warren's patch).
+        sk.set_nonblocking(true)
+            .expect("a listening socket accepts O_NONBLOCK");
         let listener = sk.into();
 
         TcpListener {
@@ -127,6 +130,7 @@ impl TcpListener {
         sk.set_reuse_port(true)?;
         sk.bind(&addr)?;
         sk.listen(1024)?;
+        sk.set_nonblocking(true)?; // `shared_accept` relies on it (Warren's patch)
         let listener = sk.into();
 
         Ok(TcpListener {
@@ -166,17 +170,17 @@ impl TcpListener {
     pub async fn shared_accept(&self) -> Result<AcceptedTcpStream> {
         let reactor = self.reactor.upgrade().unwrap();
         let raw_fd = self.listener.as_raw_fd();
-        if let Some(r) = yolo_accept(raw_fd) {
-            match r {
-                Ok(fd) => {
-                    return Ok(AcceptedTcpStream { fd });
+        // Warren's patch: the listener is non-blocking, so a plain `accept` takes a pending
+        // connection (one syscall) and the ring only waits for readiness when none is pending.
+        loop {
+            match yolo_accept(raw_fd) {
+                Some(Ok(fd)) => return Ok(AcceptedTcpStream { fd }),
+                Some(Err(err)) => return Err(GlommioError::IoError(err)),
+                None => {
+                    reactor.poll_read_ready(raw_fd).collect_rw().await?;
                 }
-                Err(err) => return Err(GlommioError::IoError(err)),
             }
         }
-        let source = reactor.accept(self.listener.as_raw_fd());
-        let fd = source.collect_rw().await?;
-        Ok(AcceptedTcpStream { fd: fd as RawFd })
     }
 
     /// Accepts a new incoming TCP connection in this executor
