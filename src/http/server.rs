@@ -86,17 +86,18 @@ pub async fn refuse(shard: &Shard, stream: &mut TcpStream, error: HeadError) {
         Response::text(error.status, error.message).with_headers(error.response_headers());
     if write_response(stream, &response, true).await.is_ok() {
         let grace = Duration::from_secs(shard.config.server.shutdown_grace);
-        linger(stream, grace, LINGER_BYTES).await;
+        linger(stream, grace, LINGER_BYTES, READ_CHUNK).await;
     }
 }
 
 /// Half-closes `stream` (our side is done), then reads and discards what the client still
 /// sends until it closes too, `limit` passes or `max_bytes` were discarded, whichever comes
-/// first. The caller drops the stream afterwards.
-pub async fn linger(stream: &mut TcpStream, limit: Duration, max_bytes: usize) {
+/// first, `chunk` bytes a read (keep it small where many connections linger at once: a drain
+/// closes every connection of a shard together). The caller drops the stream afterwards.
+pub async fn linger(stream: &mut TcpStream, limit: Duration, max_bytes: usize, chunk: usize) {
     let _ = stream.close().await;
     with_timeout(limit, async {
-        let mut sink = vec![0u8; READ_CHUNK];
+        let mut sink = vec![0u8; chunk];
         let mut discarded = 0;
         while discarded < max_bytes {
             match stream.read(&mut sink).await {

@@ -297,8 +297,9 @@ async fn finish(shard: &Shard, conn: &Connection, mut stream: TcpStream, end: En
 }
 
 /// After our close frame: half-closes, then reads (and discards) until the client closes too,
-/// for at most the shutdown grace period.
+/// for at most the shutdown grace period, 512 bytes a read (every connection of a draining
+/// shard lingers at once).
 async fn linger(shard: &Shard, stream: &mut TcpStream) {
     let grace = Duration::from_secs(shard.config.server.shutdown_grace);
-    http_server::linger(stream, grace, usize::MAX).await;
+    http_server::linger(stream, grace, usize::MAX, 512).await;
 }
