@@ -184,30 +184,40 @@ fn decode_subscribe(data: Option<&RawValue>) -> Result<Subscribe<'_>, DecodeErro
 }
 
 fn subscribe_from(wire: SubscribeWire<'_>) -> Result<Subscribe<'_>, DecodeError> {
-    let channel_data =
-        match wire.channel_data.map(RawValue::get) {
-            None | Some("null") => None,
-            Some(text) if text.starts_with('"') => Some(ChannelData::Signed(
-                match serde_json::from_str::<&str>(text) {
-                    Ok(unescaped) => Cow::Borrowed(unescaped),
-                    Err(_) => Cow::Owned(serde_json::from_str::<String>(text).map_err(|e| {
-                        DecodeError(format!("Invalid data for pusher:subscribe: {e}"))
-                    })?),
-                },
-            )),
-            Some(text) if text.starts_with('{') => Some(ChannelData::Object(Cow::Borrowed(text))),
-            Some(_) => {
-                return Err(DecodeError(
-                    "Invalid data for pusher:subscribe: channel_data must be a string or an object"
-                        .into(),
-                ))
-            }
-        };
+    let channel_data = match wire.channel_data.map(RawValue::get) {
+        None | Some("null") => None,
+        Some(text) if text.starts_with('"') => {
+            Some(ChannelData::Signed(signed_channel_data(text)?))
+        }
+        Some(text) if text.starts_with('{') => Some(ChannelData::Object(Cow::Borrowed(text))),
+        Some(_) => {
+            return Err(DecodeError(
+                "Invalid data for pusher:subscribe: channel_data must be a string or an object"
+                    .into(),
+            ))
+        }
+    };
     Ok(Subscribe {
         channel: wire.channel,
         auth: wire.auth,
         channel_data,
     })
+}
+
+/// The text of a string `channel_data` (JSON-encoded, as pusher-js sends it). It holds escaped
+/// quotes almost always, so it is unescaped into an owned string then; borrowing is tried only
+/// without a backslash (a failed borrow would build, and format, a serde error first).
+fn signed_channel_data(text: &str) -> Result<Cow<'_, str>, DecodeError> {
+    let bad = |e: serde_json::Error| DecodeError(format!("Invalid data for pusher:subscribe: {e}"));
+    if text.contains('\\') {
+        serde_json::from_str::<String>(text)
+            .map(Cow::Owned)
+            .map_err(bad)
+    } else {
+        serde_json::from_str::<&str>(text)
+            .map(Cow::Borrowed)
+            .map_err(bad)
+    }
 }
 
 /// Presence member data parsed from `channel_data`.
@@ -302,6 +312,28 @@ mod tests {
                 r#"{"user_id":10,  "user_info":{"name":"Mr. Channels"}}"#.into()
             ))
         );
+    }
+
+    #[test]
+    fn string_channel_data_is_borrowed_without_escapes_and_unescaped_with_them() {
+        let plain = r#"{"event":"pusher:subscribe","data":{"channel":"presence-a","auth":"k:s","channel_data":"no-escapes"}}"#;
+        let ClientMessage::Subscribe(s) = decode(plain).unwrap() else {
+            panic!()
+        };
+        assert!(matches!(
+            s.channel_data,
+            Some(ChannelData::Signed(Cow::Borrowed("no-escapes")))
+        ));
+        let escaped = r#"{"event":"pusher:subscribe","data":{"channel":"presence-a","auth":"k:s","channel_data":"a\"b\u00e9"}}"#;
+        let ClientMessage::Subscribe(s) = decode(escaped).unwrap() else {
+            panic!()
+        };
+        assert_eq!(
+            s.channel_data,
+            Some(ChannelData::Signed("a\"b\u{e9}".into()))
+        );
+        let broken = r#"{"event":"pusher:subscribe","data":{"channel":"presence-a","auth":"k:s","channel_data":"bad \x escape"}}"#;
+        assert!(decode(broken).is_err());
     }
 
     #[test]
