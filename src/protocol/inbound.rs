@@ -173,14 +173,13 @@ fn decode_data<'a, T: Deserialize<'a>>(
 /// Decodes the `data` of `pusher:subscribe` (an object, or a string holding one); `channel_data`
 /// in it may be a string or an object.
 fn decode_subscribe(data: Option<&RawValue>) -> Result<Subscribe<'_>, DecodeError> {
-    let bad = |e: serde_json::Error| DecodeError(format!("Invalid data for pusher:subscribe: {e}"));
     let raw = data.ok_or_else(|| DecodeError("Missing data for pusher:subscribe".into()))?;
     if raw.get().starts_with('"') {
-        let inner: String = serde_json::from_str(raw.get()).map_err(bad)?;
-        let wire: SubscribeWire<'_> = serde_json::from_str(&inner).map_err(bad)?;
+        let inner: String = serde_json::from_str(raw.get()).map_err(invalid_subscribe)?;
+        let wire: SubscribeWire<'_> = serde_json::from_str(&inner).map_err(invalid_subscribe)?;
         return Ok(subscribe_from(wire)?.into_owned());
     }
-    subscribe_from(serde_json::from_str(raw.get()).map_err(bad)?)
+    subscribe_from(serde_json::from_str(raw.get()).map_err(invalid_subscribe)?)
 }
 
 fn subscribe_from(wire: SubscribeWire<'_>) -> Result<Subscribe<'_>, DecodeError> {
@@ -208,16 +207,20 @@ fn subscribe_from(wire: SubscribeWire<'_>) -> Result<Subscribe<'_>, DecodeError>
 /// quotes almost always, so it is unescaped into an owned string then; borrowing is tried only
 /// without a backslash (a failed borrow would build, and format, a serde error first).
 fn signed_channel_data(text: &str) -> Result<Cow<'_, str>, DecodeError> {
-    let bad = |e: serde_json::Error| DecodeError(format!("Invalid data for pusher:subscribe: {e}"));
     if text.contains('\\') {
         serde_json::from_str::<String>(text)
             .map(Cow::Owned)
-            .map_err(bad)
+            .map_err(invalid_subscribe)
     } else {
         serde_json::from_str::<&str>(text)
             .map(Cow::Borrowed)
-            .map_err(bad)
+            .map_err(invalid_subscribe)
     }
+}
+
+/// The refusal of a `pusher:subscribe` whose data does not decode.
+fn invalid_subscribe(e: serde_json::Error) -> DecodeError {
+    DecodeError(format!("Invalid data for pusher:subscribe: {e}"))
 }
 
 /// Presence member data parsed from `channel_data`.
