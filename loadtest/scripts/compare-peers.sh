@@ -17,7 +17,7 @@
 #
 # Env: WARREN_BIN (target/release/warren), LOADTEST_BIN (target/release/warren-loadtest),
 # WARREN_BEFORE_BIN (for warren-before), PEERS_DIR (../shared/peers), OUT_DIR (/tmp/compare-peers-<time>), SERVER_CPU (0),
-# HARNESS_CPU (1), ROWS (all: idle fanout saturation connections api-channels api-channels-quiet api-latency
+# HARNESS_CPU (1), ROWS (all: idle fanout saturation saturation-45 connections api-channels api-channels-quiet api-latency
 # api-latency-0 api-latency-5k api-latency-10k client-events),
 # CONNECT_THREADS (harness threads for the connections row, 2), REPEAT (1: runs per cell),
 # API_LATENCY_MESSAGES (triggers in the api-latency row, 300).
@@ -33,7 +33,7 @@ PEERS_DIR="${PEERS_DIR:-$ROOT/../shared/peers}"
 OUT_DIR="${OUT_DIR:-/tmp/compare-peers-$(date -u +%Y%m%dT%H%M%S)}"
 SERVER_CPU="${SERVER_CPU:-0}"
 HARNESS_CPU="${HARNESS_CPU:-1}"
-ROWS="${ROWS:-idle fanout saturation connections api-channels api-channels-quiet api-latency api-latency-0 api-latency-5k api-latency-10k client-events}"
+ROWS="${ROWS:-idle fanout saturation saturation-45 connections api-channels api-channels-quiet api-latency api-latency-0 api-latency-5k api-latency-10k client-events}"
 WARREN_BEFORE_BIN="${WARREN_BEFORE_BIN:-}"
 CONNECT_THREADS="${CONNECT_THREADS:-2}"
 REPEAT="${REPEAT:-1}"
@@ -101,6 +101,7 @@ row_args() {
     idle) echo "idle --connections 10000 --channels 1 --source-ips 4 --json" ;;
     fanout) echo "fanout --subscribers 5000 --rate 10 --duration-secs 10 --payload-bytes 100 --json" ;;
     saturation) echo "fanout --subscribers 9960 --rate 20 --duration-secs 10 --payload-bytes 100 --json" ;;
+    saturation-45) echo "fanout --subscribers 9960 --rate 45 --duration-secs 10 --payload-bytes 100 --json" ;;
     connections) echo "connections --connections 10000 --channels-per-connection 3 --channel-pool 1000 --private --hold-secs 2 --threads $CONNECT_THREADS --source-ips 4 --json" ;;
     api-channels) echo "channels --connections 1000 --rate 3000 --duration-secs 5 --json" ;;
     api-channels-quiet) echo "channels --connections 1000 --quiet-connections 12000 --rate 3000 --duration-secs 5 --source-ips 4 --json" ;;
@@ -116,6 +117,7 @@ raw_args() {
   case $1 in
     fanout) echo "raw-fanout --raw-cpu $SERVER_CPU --subscribers 5000 --rate 10 --duration-secs 10 --payload-bytes 100 --json" ;;
     saturation) echo "raw-fanout --raw-cpu $SERVER_CPU --subscribers 9960 --rate 20 --duration-secs 10 --payload-bytes 100 --json" ;;
+    saturation-45) echo "raw-fanout --raw-cpu $SERVER_CPU --subscribers 9960 --rate 45 --duration-secs 10 --payload-bytes 100 --json" ;;
     *) return 1 ;;
   esac
 }
@@ -190,6 +192,8 @@ rows = [
     ("same, p50 / p99 ms", "fanout", lambda f: f"{f['latency_p50_ms']:.1f} / {f['latency_p99_ms']:.1f}"),
     ("past saturation 9,960 × 20/s: deliveries/s, lost", "saturation", lambda f: f"{f['deliveries_per_s']/1000:.1f}k, {f['lost']}"),
     ("same, CPU-s per million deliveries", "saturation", lambda f: f"{f['server_cpu_s_per_million_deliveries']:.2f}"),
+    ("9,960 × 45/s (past saturation where the core outruns 20/s): deliveries/s, lost", "saturation-45", lambda f: f"{f['deliveries_per_s']/1000:.1f}k, {f['lost']}"),
+    ("same, CPU-s per million deliveries", "saturation-45", lambda f: f"{f['server_cpu_s_per_million_deliveries']:.2f}"),
     ("connect + 3 private subscriptions per second (10k)", "connections", lambda f: f"{f['connects_per_s']/1000:.1f}k"),
     ("same, per second of server CPU", "connections", lambda f: f"{f['connects_per_server_cpu_s']/1000:.1f}k"),
     ("API publish to 1-subscriber channels at 3k/s, CPU µs per publish", "api-channels", lambda f: f"{f['server_cpu_s']*1e6/f['messages_published']:.0f}"),

@@ -193,10 +193,30 @@ async fn read_body(
 /// or error. `buffered` only ever holds bytes that arrived, even when the read is cancelled by
 /// a timeout (so an idle connection is told apart from a slow one).
 async fn read_more(stream: &mut TcpStream, buffered: &mut Vec<u8>, at_most: usize) -> usize {
-    let mut chunk = vec![0u8; at_most.min(READ_CHUNK)];
-    let n = stream.read(&mut chunk).await.unwrap_or(0);
-    buffered.extend_from_slice(&chunk[..n]);
+    // Read straight into `buffered`'s tail (a chunk of its own was an allocation and a copy per
+    // read, every connect); the guard cuts the unfilled tail off however the read ends.
+    let start = buffered.len();
+    buffered.resize(start + at_most.min(READ_CHUNK), 0);
+    let mut tail = KeepFilled {
+        buffer: buffered,
+        filled: start,
+    };
+    let n = stream.read(&mut tail.buffer[start..]).await.unwrap_or(0);
+    tail.filled = start + n;
     n
+}
+
+/// Truncates `buffer` to `filled` bytes when dropped: when a read into its tail completes, and
+/// also when it is cancelled (a timeout), so that only bytes that arrived stay buffered.
+struct KeepFilled<'a> {
+    buffer: &'a mut Vec<u8>,
+    filled: usize,
+}
+
+impl Drop for KeepFilled<'_> {
+    fn drop(&mut self) {
+        self.buffer.truncate(self.filled);
+    }
 }
 
 /// Writes `response`; `close` adds `Connection: close`.

@@ -92,6 +92,9 @@ bitflags::bitflags! {
         const CQSIZE    = 1 << 3;
         const CLAMP     = 1 << 4;
         const ATTACH_WQ = 1 << 5;
+        /// Completions are not forced onto the task with an interrupt while it runs: they are
+        /// posted at its next kernel entry (Linux 5.19+; Warren's patch, see PATCHES.md).
+        const COOP_TASKRUN = 1 << 8;
     }
 }
 
